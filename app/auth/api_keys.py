@@ -1,0 +1,68 @@
+"""Service API keys: random, shown once, stored as a hash, scoped, revocable."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth import repository
+from app.auth.exceptions import InvalidApiKey
+from app.auth.models import ApiKey
+from app.auth.principal import Principal, Scope
+
+API_KEY_PREFIX = "smsk_"
+_DISPLAY_PREFIX_LENGTH = 12
+# Writing last_used_at on every request would add a write to each call; once a minute is
+# precise enough to spot unused keys.
+_LAST_USED_PRECISION = timedelta(minutes=1)
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedKey:
+    key: ApiKey
+    secret: str
+
+
+def looks_like_api_key(token: str) -> bool:
+    return token.startswith(API_KEY_PREFIX)
+
+
+def hash_key(secret: str) -> bytes:
+    # A plain SHA-256 is enough: keys carry 256 random bits, so there is nothing to brute-force
+    # and a slow password hash would only tax every request.
+    return hashlib.sha256(secret.encode()).digest()
+
+
+async def create_key(session: AsyncSession, name: str, scopes: Iterable[Scope]) -> CreatedKey:
+    secret = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    key = ApiKey(
+        name=name,
+        prefix=secret[:_DISPLAY_PREFIX_LENGTH],
+        key_hash=hash_key(secret),
+        scopes=sorted({Scope(scope).value for scope in scopes}),
+    )
+    return CreatedKey(await repository.add(session, key), secret)
+
+
+async def list_keys(session: AsyncSession, *, include_revoked: bool = False) -> Sequence[ApiKey]:
+    return await repository.list_all(session, include_revoked=include_revoked)
+
+
+async def revoke_key(session: AsyncSession, id_or_prefix: str) -> Sequence[ApiKey]:
+    return await repository.revoke(session, id_or_prefix)
+
+
+async def authenticate(session: AsyncSession, secret: str) -> Principal:
+    key = await repository.get_active_by_hash(session, hash_key(secret))
+    if key is None:
+        raise InvalidApiKey("unknown or revoked API key")
+    now = datetime.now(UTC)
+    if key.last_used_at is None or now - key.last_used_at > _LAST_USED_PRECISION:
+        await repository.touch(session, key.id)
+    scopes = frozenset(Scope(scope) for scope in key.scopes if scope in Scope._value2member_map_)
+    return Principal(kind="api_key", id=str(key.id), name=key.name, scopes=scopes)

@@ -1,0 +1,46 @@
+"""Request-scoped access to the lifespan state, as `Annotated` dependency aliases."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, cast
+
+from arq.connections import ArqRedis
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.core.crypto import PhoneCipher
+from app.core.database import transaction
+from app.core.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    return cast(Settings, request.state.settings)
+
+
+def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
+    return cast(async_sessionmaker[AsyncSession], request.state.sessionmaker)
+
+
+async def get_session(
+    sessionmaker: Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)],
+) -> AsyncIterator[AsyncSession]:
+    async with transaction(sessionmaker) as session:
+        yield session
+
+
+def get_redis(request: Request) -> ArqRedis:
+    return cast(ArqRedis, request.state.redis)
+
+
+def get_phone_cipher(request: Request) -> PhoneCipher:
+    return cast(PhoneCipher, request.state.phone_cipher)
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionmakerDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)]
+# scope="function": the commit runs before the response is sent, so a failed commit is a 500,
+# never a success the database does not hold.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+RedisDep = Annotated[ArqRedis, Depends(get_redis)]
+PhoneCipherDep = Annotated[PhoneCipher, Depends(get_phone_cipher)]

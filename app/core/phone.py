@@ -1,0 +1,176 @@
+"""Phone numbers: parse any reasonable input into E.164, judge whether it can take SMS, mask it."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+import phonenumbers
+from phonenumbers import (
+    NumberParseException,
+    PhoneNumberFormat,
+    PhoneNumberType,
+    ValidationResult,
+)
+from phonenumbers import timezone as phone_timezone
+
+
+class NumberType(StrEnum):
+    MOBILE = "mobile"
+    FIXED_LINE = "fixed_line"
+    FIXED_LINE_OR_MOBILE = "fixed_line_or_mobile"
+    TOLL_FREE = "toll_free"
+    PREMIUM_RATE = "premium_rate"
+    SHARED_COST = "shared_cost"
+    VOIP = "voip"
+    PERSONAL_NUMBER = "personal_number"
+    PAGER = "pager"
+    UAN = "uan"
+    VOICEMAIL = "voicemail"
+    UNKNOWN = "unknown"
+
+
+_TYPES = {
+    PhoneNumberType.MOBILE: NumberType.MOBILE,
+    PhoneNumberType.FIXED_LINE: NumberType.FIXED_LINE,
+    PhoneNumberType.FIXED_LINE_OR_MOBILE: NumberType.FIXED_LINE_OR_MOBILE,
+    PhoneNumberType.TOLL_FREE: NumberType.TOLL_FREE,
+    PhoneNumberType.PREMIUM_RATE: NumberType.PREMIUM_RATE,
+    PhoneNumberType.SHARED_COST: NumberType.SHARED_COST,
+    PhoneNumberType.VOIP: NumberType.VOIP,
+    PhoneNumberType.PERSONAL_NUMBER: NumberType.PERSONAL_NUMBER,
+    PhoneNumberType.PAGER: NumberType.PAGER,
+    PhoneNumberType.UAN: NumberType.UAN,
+    PhoneNumberType.VOICEMAIL: NumberType.VOICEMAIL,
+}
+
+# Types a carrier delivers SMS to. Personal numbers include Twilio's +1 500 555 test range.
+SMS_CAPABLE_TYPES = frozenset(
+    {
+        NumberType.MOBILE,
+        NumberType.FIXED_LINE_OR_MOBILE,
+        NumberType.VOIP,
+        NumberType.PERSONAL_NUMBER,
+    }
+)
+
+# Ofcom keeps 07700 900000-900999 for drama and testing; libphonenumber calls them invalid,
+# but they are the UK's documented example mobiles, so we take them as mobiles.
+_FICTIONAL_MOBILES = re.compile(r"^\+447700900\d{3}$")
+
+_MAX_INPUT_LENGTH = 64
+_PARSE_REASONS = {
+    NumberParseException.INVALID_COUNTRY_CODE: (
+        "invalid_country_code",
+        "the country code is missing or unknown: start with + and the country code, "
+        "or give the country",
+    ),
+    NumberParseException.NOT_A_NUMBER: ("not_a_number", "this is not a phone number"),
+    NumberParseException.TOO_SHORT_AFTER_IDD: ("too_short", "the number is too short"),
+    NumberParseException.TOO_SHORT_NSN: ("too_short", "the number is too short"),
+    NumberParseException.TOO_LONG: ("too_long", "the number is too long"),
+}
+
+_LENGTH_REASONS = {
+    ValidationResult.TOO_SHORT: ("too_short", "the number is too short"),
+    ValidationResult.TOO_LONG: ("too_long", "the number is too long"),
+    ValidationResult.INVALID_LENGTH: ("wrong_length", "the number has the wrong number of digits"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneCheck:
+    """What we know of a number: valid or not (with why), and its formats and type."""
+
+    valid: bool
+    reason_code: str | None = None
+    reason: str | None = None
+    e164: str | None = None
+    national_format: str | None = None
+    international_format: str | None = None
+    region: str | None = None
+    country_code: int | None = None
+    number_type: NumberType | None = None
+    time_zones: tuple[str, ...] = ()
+
+    @property
+    def sms_capable(self) -> bool:
+        return self.valid and self.number_type in SMS_CAPABLE_TYPES
+
+
+class InvalidPhoneNumber(ValueError):
+    def __init__(self, reason_code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.reason_code = reason_code
+        self.reason = reason
+
+
+def check_phone_number(raw: str, country: str | None, default_region: str) -> PhoneCheck:
+    """Parse `raw` (with `country` as the region for national numbers) and describe it."""
+    text = raw.strip()
+    if not text or len(text) > _MAX_INPUT_LENGTH:
+        return PhoneCheck(False, "not_a_number", "give a phone number of at most 64 characters")
+    # "00" is the international prefix in most of the world; accept it whatever the region.
+    if text.startswith("00"):
+        text = "+" + text[2:].lstrip()
+    region = (country or default_region).upper()
+    try:
+        number = phonenumbers.parse(text, region)
+    except NumberParseException as error:
+        code, reason = _PARSE_REASONS.get(error.error_type, ("not_a_number", str(error)))
+        return PhoneCheck(False, code, reason)
+
+    e164 = phonenumbers.format_number(number, PhoneNumberFormat.E164)
+    fictional_mobile = bool(_FICTIONAL_MOBILES.match(e164))
+    if not fictional_mobile and not phonenumbers.is_valid_number(number):
+        code, reason = _LENGTH_REASONS.get(
+            phonenumbers.is_possible_number_with_reason(number),
+            ("not_assigned", "no such number is in use in that country"),
+        )
+        return PhoneCheck(False, code, reason, e164=e164, country_code=number.country_code)
+
+    region_code = "GB" if fictional_mobile else phonenumbers.region_code_for_number(number)
+    number_type = (
+        NumberType.MOBILE
+        if fictional_mobile
+        else _TYPES.get(phonenumbers.number_type(number), NumberType.UNKNOWN)
+    )
+    zones = tuple(
+        zone for zone in phone_timezone.time_zones_for_number(number) if zone != "Etc/Unknown"
+    )
+    return PhoneCheck(
+        valid=True,
+        e164=e164,
+        national_format=phonenumbers.format_number(number, PhoneNumberFormat.NATIONAL),
+        international_format=phonenumbers.format_number(number, PhoneNumberFormat.INTERNATIONAL),
+        region=region_code,
+        country_code=number.country_code,
+        number_type=number_type,
+        time_zones=zones,
+    )
+
+
+def normalize_sms_number(raw: str, country: str | None, default_region: str) -> PhoneCheck:
+    """Like `check_phone_number`, but raises unless the number is valid and can take SMS."""
+    check = check_phone_number(raw, country, default_region)
+    if not check.valid:
+        raise InvalidPhoneNumber(check.reason_code or "invalid", check.reason or "invalid number")
+    if not check.sms_capable:
+        kind = (check.number_type or NumberType.UNKNOWN).value.replace("_", " ")
+        raise InvalidPhoneNumber("not_sms_capable", f"a {kind} number cannot receive SMS")
+    return check
+
+
+_E164_IN_TEXT = re.compile(r"\+[1-9]\d{6,14}")
+
+
+def mask_phone(e164: str) -> str:
+    """`+14155552612` -> `+1415*****12`: enough to tell numbers apart in logs, not to dial."""
+    if len(e164) <= 7:
+        return e164[:2] + "*" * (len(e164) - 2)
+    return e164[:5] + "*" * (len(e164) - 7) + e164[-2:]
+
+
+def mask_phones_in(text: str) -> str:
+    return _E164_IN_TEXT.sub(lambda match: mask_phone(match.group(0)), text)

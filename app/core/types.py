@@ -1,0 +1,61 @@
+"""Constrained types shared by several features' schemas."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from zoneinfo import available_timezones
+
+from pydantic import AfterValidator, Field, StringConstraints
+
+# The platform's opaque user id (the JWT's `sub`): anything printable, no whitespace.
+UserId = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^\S+$")]
+
+CountryCode = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z]{2}$", to_upper=True),
+    Field(description="ISO 3166-1 alpha-2 country, for numbers written without +country code."),
+]
+
+PhoneInput = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=64),
+    Field(
+        description="Any reasonable writing of a number: `+1 (415) 555-2671`, "
+        "`00 44 7700 900123`, or a national number with `country`.",
+        examples=["+1 (415) 555-2671"],
+    ),
+]
+
+_LOCALE_PATTERN = r"^[A-Za-z]{2,3}(-[A-Za-z]{4})?(-([A-Za-z]{2}|[0-9]{3}))?$"
+
+
+def _canonical_locale(value: str) -> str:
+    parts = value.split("-")
+    canonical = [parts[0].lower()]
+    for part in parts[1:]:
+        canonical.append(part.title() if len(part) == 4 else part.upper())
+    return "-".join(canonical)
+
+
+Locale = Annotated[
+    str,
+    StringConstraints(max_length=35, pattern=_LOCALE_PATTERN),
+    AfterValidator(_canonical_locale),
+    Field(description="BCP 47 language tag, e.g. `en`, `fr-CA`, `pt-BR`.", examples=["en-US"]),
+]
+
+_TIME_ZONES = frozenset(available_timezones())
+
+
+def _known_time_zone(value: str) -> str:
+    if value not in _TIME_ZONES:
+        raise ValueError("not an IANA time zone such as `Europe/Paris`")
+    return value
+
+
+TimeZone = Annotated[
+    str,
+    StringConstraints(max_length=64),
+    AfterValidator(_known_time_zone),
+    Field(description="IANA time zone, e.g. `America/New_York`.", examples=["Europe/Paris"]),
+]

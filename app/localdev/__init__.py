@@ -1,0 +1,1 @@
+"""Local development: PostgreSQL and Redis from pip packages, and the RUN command."""

@@ -1,0 +1,83 @@
+"""The API application: `uvicorn app.main:app`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+
+from app.core.body_limit import BodyLimitMiddleware
+from app.core.errors import Problem, install_error_handlers
+from app.core.logging import configure_logging
+from app.core.metrics import MetricsMiddleware
+from app.core.settings import Settings
+from app.core.state import State, close_state, open_state
+from app.health.router import router as health_router
+from app.phone_validation.router import router as phone_validation_router
+from app.preferences.router import router as preferences_router
+from app.topics.router import router as topics_router
+from app.users.router import router as users_router
+
+DESCRIPTION = """\
+Everything about SMS for the platform: users' numbers and preferences, notifications,
+reminders, one-time codes, campaigns, delivery tracking and opt-outs.
+
+Authenticate with `Authorization: Bearer <token>`: a service API key (`smsk_…`, with scopes)
+or the end user's JWT. Every error is `application/problem+json` with a stable `code`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[State]:
+        state = await open_state(settings)
+        try:
+            yield state
+        finally:
+            await close_state(state)
+
+    app = FastAPI(
+        title="SMS Notification Service",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_body_bytes)
+    app.add_middleware(MetricsMiddleware)
+
+    api = APIRouter(prefix="/api")
+    api.include_router(users_router)
+    api.include_router(preferences_router)
+    api.include_router(topics_router)
+    api.include_router(phone_validation_router)
+    app.include_router(api)
+    app.include_router(health_router)
+    _register_problem_schema(app)
+    return app
+
+
+def _register_problem_schema(app: FastAPI) -> None:
+    """Routes point at `#/components/schemas/Problem`; make sure the schema is there."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+            problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+            for name, definition in problem.pop("$defs", {}).items():
+                schemas.setdefault(name, definition)
+            schemas["Problem"] = problem
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+app = create_app()

@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.preferences import repository
+from app.preferences.schemas import Preferences, PreferencesUpdate
+
+
+async def get_preferences(session: AsyncSession, user_id: uuid.UUID) -> Preferences:
+    return Preferences.model_validate(await repository.get(session, user_id))
+
+
+async def update_preferences(
+    session: AsyncSession, user_id: uuid.UUID, update: PreferencesUpdate
+) -> Preferences:
+    changes = update.changes()
+    if not changes:
+        return await get_preferences(session, user_id)
+    return Preferences.model_validate(await repository.update_values(session, user_id, changes))

@@ -1,0 +1,7 @@
+from __future__ import annotations
+
+from app.core.errors import NotFound
+
+
+class NotSubscribed(NotFound):
+    code = "not_subscribed"

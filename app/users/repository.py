@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import String, any_, cast, delete, func, select
+from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.users.models import User
+
+
+async def get_by_external_id(session: AsyncSession, external_id: str) -> User | None:
+    statement = select(User).where(User.external_id == external_id)
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def insert_missing(session: AsyncSession, external_ids: Sequence[str]) -> list[uuid.UUID]:
+    """Creates the users that do not exist yet, in one statement; returns the new ids."""
+    names = select(func.gen_random_uuid(), func.unnest(cast(list(external_ids), ARRAY(String))))
+    statement = (
+        insert(User)
+        .from_select([User.id, User.external_id], names)
+        .on_conflict_do_nothing(index_elements=[User.external_id])
+        .returning(User.id)
+    )
+    return list((await session.execute(statement)).scalars())
+
+
+async def ids_by_external_id(
+    session: AsyncSession, external_ids: Sequence[str]
+) -> dict[str, uuid.UUID]:
+    statement = select(User.external_id, User.id).where(
+        User.external_id == any_(cast(list(external_ids), ARRAY(String)))
+    )
+    return {row[0]: row[1] for row in (await session.execute(statement)).all()}
+
+
+async def delete_by_external_id(session: AsyncSession, external_id: str) -> bool:
+    statement = delete(User).where(User.external_id == external_id).returning(User.id)
+    return (await session.execute(statement)).scalar_one_or_none() is not None

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+
+from app.core.types import CountryCode, Locale, PhoneInput, TimeZone
+
+_NOT_NULLABLE = ("sms_enabled", "locale", "phone_verified")
+
+
+class ProfileUpdate(BaseModel):
+    """Partial: only the fields present change. `phone_number: null` removes the number."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    phone_number: PhoneInput | None = None
+    country: CountryCode | None = Field(
+        default=None, description="Region for a national `phone_number` (default: the service's)."
+    )
+    sms_enabled: StrictBool | None = Field(default=None, description="Master switch for SMS.")
+    locale: Locale | None = None
+    time_zone: TimeZone | None = Field(
+        default=None, description="`null` falls back to the number's time zone."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_nulls(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name in _NOT_NULLABLE:
+                if name in data and data[name] is None:
+                    raise ValueError(f"`{name}` cannot be null")
+        return data
+
+
+class UserUpsert(ProfileUpdate):
+    """For services acting for their users: fields left out keep their current value."""
+
+    phone_verified: StrictBool | None = Field(
+        default=None,
+        description="Mark the number as verified by the calling service (or clear that).",
+    )
+
+
+class Profile(BaseModel):
+    user_id: str
+    phone_number: str | None = Field(description="E.164, e.g. `+14155552671`.")
+    phone_country: str | None
+    phone_verified: bool
+    phone_verified_at: datetime | None
+    sms_enabled: bool
+    locale: str
+    time_zone: str | None
+    created_at: datetime
+    updated_at: datetime
