@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 
 from app.core.body_limit import BodyLimitMiddleware
 from app.core.errors import Problem, install_error_handlers
@@ -51,13 +51,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_body_bytes)
     app.add_middleware(MetricsMiddleware)
 
-    api = APIRouter(prefix="/api")
-    api.include_router(users_router)
-    api.include_router(preferences_router)
-    api.include_router(topics_router)
-    api.include_router(phone_validation_router)
-    app.include_router(api)
-    app.include_router(health_router)
+    # Each router carries its full prefix, so a route's own path is the template metrics use.
+    for router in (
+        users_router,
+        preferences_router,
+        topics_router,
+        phone_validation_router,
+        health_router,
+    ):
+        app.include_router(router)
     _register_problem_schema(app)
     return app
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from asgi_lifespan import LifespanManager
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
+from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -77,9 +79,9 @@ def _note(text: str) -> None:
 
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    url = Settings(_env_file=None, database_url=os.environ.get(
-        "TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL
-    )).database_url
+    url = Settings(
+        _env_file=None, database_url=os.environ.get("TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL)
+    ).database_url
     assert url is not None
     if _postgres_answers(url):
         yield url
@@ -107,19 +109,37 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def migrated_database(database_url: str) -> str:
-    """A clean schema built by the migrations alone."""
+def migrated_database(database_url: str) -> Iterator[str]:
+    """A database of this run's own (so runs side by side never meet), built by the migrations
+    alone. Where the role may not create databases, the given one is emptied instead."""
+    name = f"sms_test_{secrets.token_hex(4)}"
 
-    async def reset() -> None:
+    async def create() -> bool:
         connection = await asyncpg.connect(_asyncpg_dsn(database_url))
         try:
+            await connection.execute(f'CREATE DATABASE "{name}"')
+        except asyncpg.InsufficientPrivilegeError:
             await connection.execute("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public")
+            return False
+        finally:
+            await connection.close()
+        return True
+
+    async def drop() -> None:
+        connection = await asyncpg.connect(_asyncpg_dsn(database_url))
+        try:
+            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await connection.close()
 
-    asyncio.run(reset())
-    upgrade_to_head(database_url)
-    return database_url
+    own = asyncio.run(create())
+    url = make_url(database_url).set(database=name).render_as_string(False) if own else database_url
+    upgrade_to_head(url)
+    try:
+        yield url
+    finally:
+        if own:
+            asyncio.run(drop())
 
 
 @dataclass(frozen=True)
@@ -197,20 +217,19 @@ async def session(
 
 
 @pytest.fixture
-async def app(
-    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
-) -> AsyncIterator[FastAPI]:
+def app(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> FastAPI:
+    """The real app; only its sessions are bound to the test's transaction."""
     application = create_app(settings)
     application.dependency_overrides[get_sessionmaker] = lambda: sessionmaker
-    async with LifespanManager(application) as manager:
-        yield manager.app  # type: ignore[misc]
+    return application
 
 
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-        yield client
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield client
 
 
 @pytest.fixture

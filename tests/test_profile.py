@@ -124,7 +124,8 @@ async def test_null_removes_the_number(client: httpx.AsyncClient, session: Async
 
     assert response.json()["phone_number"] is None
     user = await _user(session, "fay")
-    assert user.phone_encrypted is None and user.phone_index is None
+    assert user.phone_encrypted is None
+    assert user.phone_index is None
 
 
 @pytest.mark.parametrize(
@@ -172,7 +173,8 @@ async def test_a_failed_update_writes_nothing_at_all(
 ) -> None:
     # sms_enabled is valid, the number is not: neither may be applied.
     response = await client.patch(
-        PROFILE, json={"sms_enabled": False, "phone_number": "+1 900 555 0123"},
+        PROFILE,
+        json={"sms_enabled": False, "phone_number": "+1 900 555 0123"},
         headers=as_user("ivy"),
     )
 

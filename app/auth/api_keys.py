@@ -8,12 +8,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth import repository
 from app.auth.exceptions import InvalidApiKey
 from app.auth.models import ApiKey
 from app.auth.principal import Principal, Scope
+from app.core.database import transaction
 
 API_KEY_PREFIX = "smsk_"
 _DISPLAY_PREFIX_LENGTH = 12
@@ -57,12 +58,15 @@ async def revoke_key(session: AsyncSession, id_or_prefix: str) -> Sequence[ApiKe
     return await repository.revoke(session, id_or_prefix)
 
 
-async def authenticate(session: AsyncSession, secret: str) -> Principal:
-    key = await repository.get_active_by_hash(session, hash_key(secret))
-    if key is None:
-        raise InvalidApiKey("unknown or revoked API key")
-    now = datetime.now(UTC)
-    if key.last_used_at is None or now - key.last_used_at > _LAST_USED_PRECISION:
-        await repository.touch(session, key.id)
+async def authenticate(sessionmaker: async_sessionmaker[AsyncSession], secret: str) -> Principal:
+    """The key's principal. Its use is recorded in a transaction of its own, so a request
+    that fails (and rolls back) still counts as a use."""
+    async with transaction(sessionmaker) as session:
+        key = await repository.get_active_by_hash(session, hash_key(secret))
+        if key is None:
+            raise InvalidApiKey("unknown or revoked API key")
+        now = datetime.now(UTC)
+        if key.last_used_at is None or now - key.last_used_at > _LAST_USED_PRECISION:
+            await repository.touch(session, key.id)
     scopes = frozenset(Scope(scope) for scope in key.scopes if scope in Scope._value2member_map_)
     return Principal(kind="api_key", id=str(key.id), name=key.name, scopes=scopes)

@@ -12,7 +12,7 @@ from app.auth import api_keys
 from app.auth.exceptions import MissingScope, UserTokenRequired
 from app.auth.principal import Principal, Scope
 from app.auth.tokens import TokenVerifier
-from app.core.deps import SessionDep
+from app.core.deps import SessionmakerDep
 from app.core.errors import Unauthenticated
 
 _bearer = HTTPBearer(
@@ -23,7 +23,7 @@ _bearer = HTTPBearer(
 
 async def get_principal(
     request: Request,
-    session: SessionDep,
+    sessionmaker: SessionmakerDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None:
@@ -32,7 +32,7 @@ async def get_principal(
         )
     token = credentials.credentials
     if api_keys.looks_like_api_key(token):
-        return await api_keys.authenticate(session, token)
+        return await api_keys.authenticate(sessionmaker, token)
     verifier = cast(TokenVerifier, request.state.token_verifier)
     return verifier.verify(token)
 

@@ -14,16 +14,23 @@ from pathlib import Path
 from types import FrameType
 
 from app.core.migrations import upgrade_to_head
+from app.core.settings import Settings
 from app.localdev.servers import LocalServer, start_postgres, start_redis
 
 
 def main() -> int:
-    data_dir = Path(os.environ.get("LOCAL_DATA_DIR", ".data"))
+    # The environment and .env, but not .data/local.env: that file only echoes the last run.
+    settings = Settings(_env_file=".env")
+    data_dir = Path(settings.local_data_dir)
     host = os.environ.get("HOST", "127.0.0.1")
     port = os.environ.get("PORT", "8000")
     servers: list[LocalServer] = []
     children: list[subprocess.Popen[bytes]] = []
     env = dict(os.environ)
+    if settings.database_url:
+        env["DATABASE_URL"] = settings.database_url
+    if settings.redis_url:
+        env["REDIS_URL"] = settings.redis_url
 
     def stop_everything() -> None:
         # A second Ctrl-C or TERM must not cut the clean shutdown short.

@@ -8,7 +8,9 @@ from app.core.errors import problem_responses
 from app.core.phone import check_phone_number
 from app.phone_validation.schemas import PhoneValidation, PhoneValidationRequest
 
-router = APIRouter(tags=["phone numbers"], responses=problem_responses(400, 401, 413, 422))
+router = APIRouter(
+    prefix="/api", tags=["phone numbers"], responses=problem_responses(400, 401, 413, 422)
+)
 
 
 @router.post(

@@ -12,7 +12,9 @@ from app.preferences import service
 from app.preferences.schemas import Preferences, PreferencesUpdate
 from app.users.service import get_or_create_user, get_user
 
-router = APIRouter(tags=["preferences"], responses=problem_responses(400, 401, 403, 413, 422))
+router = APIRouter(
+    prefix="/api", tags=["preferences"], responses=problem_responses(400, 401, 403, 413, 422)
+)
 
 UserIdPath = Annotated[UserId, Path(description="The platform's id for the user.")]
 

@@ -18,7 +18,7 @@ from app.topics.schemas import (
 )
 
 router = APIRouter(
-    prefix="/topics/{topic}/subscribers",
+    prefix="/api/topics/{topic}/subscribers",
     tags=["topics"],
     responses=problem_responses(400, 401, 403, 413, 422),
 )

@@ -11,7 +11,9 @@ from app.core.types import UserId
 from app.users import service
 from app.users.schemas import Profile, ProfileUpdate, UserUpsert
 
-router = APIRouter(tags=["users"], responses=problem_responses(400, 401, 403, 413, 422))
+router = APIRouter(
+    prefix="/api", tags=["users"], responses=problem_responses(400, 401, 403, 413, 422)
+)
 
 UserIdPath = Annotated[UserId, Path(description="The platform's id for the user.")]
 

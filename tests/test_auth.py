@@ -1,0 +1,179 @@
+"""Who may call what: API keys with scopes, end-user JWTs, and the errors for everyone else."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+import httpx
+import jwt
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth import api_keys
+from app.auth.models import ApiKey
+from app.auth.principal import Scope
+from tests.conftest import RsaKeys, as_user, bearer, user_token
+
+MakeKey = Callable[..., Awaitable[dict[str, str]]]
+
+
+async def test_no_credentials_is_a_401_problem_with_a_challenge(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/user/profile")
+
+    assert response.status_code == 401
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert response.json()["code"] == "missing_credentials"
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["Basic YWxpY2U6c2VjcmV0", "Bearer", "Bearer not-a-jwt", "Bearer a.b.c", "Token abc"],
+)
+async def test_malformed_credentials_are_401(client: httpx.AsyncClient, header: str) -> None:
+    response = await client.get("/api/user/profile", headers={"Authorization": header})
+
+    assert response.status_code == 401
+    assert response.json()["code"] in {"missing_credentials", "invalid_token"}
+
+
+async def test_an_expired_token_is_401_token_expired(client: httpx.AsyncClient) -> None:
+    token = user_token("alice", expires_in=timedelta(minutes=-5))
+
+    response = await client.get("/api/user/profile", headers=bearer(token))
+
+    assert response.status_code == 401
+    assert response.json()["code"] == "token_expired"
+
+
+async def test_a_token_signed_with_another_secret_is_401(client: httpx.AsyncClient) -> None:
+    token = user_token("alice", secret="someone-elses-secret-of-enough-length!")
+
+    response = await client.get("/api/user/profile", headers=bearer(token))
+
+    assert response.status_code == 401
+    assert response.json()["code"] == "invalid_token"
+
+
+async def test_an_unsigned_token_is_refused(client: httpx.AsyncClient) -> None:
+    token = jwt.encode({"sub": "alice", "exp": 4102444800}, key="", algorithm="none")
+
+    response = await client.get("/api/user/profile", headers=bearer(token))
+
+    assert response.status_code == 401
+
+
+async def test_rs256_tokens_from_the_identity_provider_are_accepted(
+    client: httpx.AsyncClient, rsa_keys: RsaKeys
+) -> None:
+    token = jwt.encode(
+        {"sub": "rsa-user", "exp": 4102444800}, rsa_keys.private_pem, algorithm="RS256"
+    )
+
+    response = await client.get("/api/user/profile", headers=bearer(token))
+
+    assert response.status_code == 200
+    assert response.json()["user_id"] == "rsa-user"
+
+
+async def test_hs256_signed_with_the_public_key_is_refused(
+    client: httpx.AsyncClient, rsa_keys: RsaKeys
+) -> None:
+    # Algorithm confusion: the public key is public, so it must never serve as an HMAC secret.
+    import base64
+    import hashlib
+    import hmac
+    import json
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    header = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    payload = b64(json.dumps({"sub": "mallory", "exp": 4102444800, "admin": True}).encode())
+    signature = hmac.new(
+        rsa_keys.public_pem.encode(), f"{header}.{payload}".encode(), hashlib.sha256
+    ).digest()
+
+    response = await client.get(
+        "/api/users/alice", headers=bearer(f"{header}.{payload}.{b64(signature)}")
+    )
+
+    assert response.status_code == 401
+
+
+async def test_a_key_without_the_scope_gets_403(
+    client: httpx.AsyncClient, make_api_key: MakeKey
+) -> None:
+    headers = await make_api_key(Scope.SMS_SEND)
+
+    response = await client.get("/api/users/alice", headers=headers)
+
+    assert response.status_code == 403
+    assert response.json()["code"] == "missing_scope"
+    assert "users:write" in response.json()["detail"]
+
+
+async def test_an_admin_key_may_do_everything(
+    client: httpx.AsyncClient, make_api_key: MakeKey
+) -> None:
+    headers = await make_api_key(Scope.ADMIN)
+
+    response = await client.put("/api/users/alice", json={}, headers=headers)
+
+    assert response.status_code == 201
+
+
+async def test_an_admin_user_may_manage_other_users(client: httpx.AsyncClient) -> None:
+    response = await client.put("/api/users/bob", json={}, headers=as_user("root", admin=True))
+
+    assert response.status_code == 201
+
+
+async def test_a_service_key_cannot_use_the_end_user_endpoints(
+    client: httpx.AsyncClient, make_api_key: MakeKey
+) -> None:
+    headers = await make_api_key(Scope.ADMIN)
+
+    response = await client.get("/api/user/profile", headers=headers)
+
+    assert response.status_code == 403
+    assert response.json()["code"] == "user_token_required"
+
+
+async def test_unknown_and_revoked_keys_are_401(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    created = await api_keys.create_key(session, "to-revoke", [Scope.USERS_WRITE])
+    await session.commit()
+    assert (await client.get("/api/users/x", headers=bearer(created.secret))).status_code == 404
+
+    await api_keys.revoke_key(session, created.key.prefix)
+    await session.commit()
+    revoked = await client.get("/api/users/x", headers=bearer(created.secret))
+    unknown = await client.get("/api/users/x", headers=bearer("smsk_" + "A" * 43))
+
+    assert revoked.status_code == 401
+    assert revoked.json()["code"] == "invalid_api_key"
+    assert unknown.status_code == 401
+    assert unknown.json()["code"] == "invalid_api_key"
+
+
+async def test_keys_are_stored_hashed_and_their_use_is_recorded(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    created = await api_keys.create_key(session, "booking", [Scope.USERS_WRITE])
+    await session.commit()
+    assert created.key.last_used_at is None
+
+    await client.get("/api/users/x", headers=bearer(created.secret))
+
+    raw = (await session.execute(text("SELECT api_keys::text FROM api_keys"))).scalars().all()
+    assert raw
+    assert not any(created.secret in row for row in raw)
+    assert not any(created.secret[12:] in row for row in raw)
+    key = await session.scalar(select(ApiKey).where(ApiKey.id == created.key.id))
+    assert key is not None
+    await session.refresh(key)
+    assert key.last_used_at is not None
