@@ -189,6 +189,8 @@ def worker_check(timeout: float) -> None:
         click.echo(json.dumps(asyncio.run(check())))
     except TimeoutError as error:
         raise click.ClickException(f"no worker answered within {timeout} s") from error
+    except Exception as error:  # the job ran and failed: say why in one line
+        raise click.ClickException(f"the worker failed the check: {error!r}") from error
 
 
 def main() -> None:

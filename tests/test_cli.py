@@ -307,6 +307,19 @@ def test_create_refuses_an_unknown_scope(
     assert _fetch(database, "SELECT id FROM api_keys WHERE name = :name", name=name) == []
 
 
+def test_a_name_longer_than_100_characters_is_refused_with_a_message(
+    runner: CliRunner, cli_env: Settings, database: str
+) -> None:
+    name = "n" * 101
+
+    result = runner.invoke(cli, ["api-keys", "create", "--name", name, "--scope", "sms:send"])
+
+    assert _fetch(database, "SELECT id FROM api_keys WHERE name = :name", name=name) == []
+    assert result.exit_code != 0
+    assert isinstance(result.exception, SystemExit), result.exception  # a message, no crash
+    assert "100" in result.output
+
+
 def test_without_a_database_url_the_cli_says_so(
     runner: CliRunner, cli_env: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -107,12 +107,6 @@ def test_a_ciphertext_with_a_cut_tag_does_not_authenticate(cipher: PhoneCipher) 
         cipher.decrypt(ciphertext[:-1])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(IndexError, ValueError),
-    reason="bug: PhoneCipher.decrypt raises IndexError (empty input) or ValueError (nonce shorter "
-    "than 8 bytes) instead of DecryptionError for truncated ciphertexts",
-)
 @pytest.mark.parametrize(
     "ciphertext", [b"", b"\x01", b"\x01abc"], ids=["empty", "version-only", "short-nonce"]
 )

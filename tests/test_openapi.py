@@ -58,3 +58,14 @@ def test_routes_are_authenticated_with_bearer_tokens() -> None:
 
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     assert spec["paths"]["/api/user/profile"]["get"]["security"] == [{"HTTPBearer": []}]
+
+
+def test_operation_ids_are_unique_handler_names() -> None:
+    ids = [
+        operation["operationId"]
+        for item in _spec()["paths"].values()
+        for operation in item.values()
+    ]
+
+    assert len(ids) == len(set(ids))
+    assert "get_own_profile" in ids

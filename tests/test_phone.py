@@ -6,7 +6,7 @@ import re
 
 import phonenumbers
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, given, reject, settings
 from hypothesis import strategies as st
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
@@ -213,8 +213,8 @@ def test_surrounding_whitespace_does_not_count_towards_the_limit() -> None:
     [
         ("+14155552612", "+1415*****12"),
         ("+447700900123", "+4477******23"),
-        ("+12345678", "+1234**78"),
-        ("+123456", "+1*****"),
+        ("+12345678", "+1******8"),
+        ("+123456", "+1****6"),
     ],
 )
 def test_mask_phone(e164: str, masked: str) -> None:
@@ -256,7 +256,8 @@ def _near_example_numbers(draw: st.DrawFn) -> str:
     """An example number of some region and type with its last digits made random."""
     region = draw(st.sampled_from(sorted(phonenumbers.SUPPORTED_REGIONS)))
     example = phonenumbers.example_number_for_type(region, draw(st.sampled_from(_TYPES)))
-    assume(example is not None)
+    if example is None:
+        reject()
     e164 = phonenumbers.format_number(example, PhoneNumberFormat.E164)
     tail = draw(st.text(alphabet="0123456789", min_size=0, max_size=4))
     return e164[: len(e164) - len(tail)] + tail
@@ -297,9 +298,11 @@ def test_mask_phone_keeps_the_length_and_reveals_at_most_seven_digits(e164: str)
     assert sum(char.isdigit() for char in masked) <= 7
     for original, shown in zip(e164, masked, strict=True):
         assert shown in (original, "*")
-    if len(e164) > 8:
+    if len(e164) > 10:
         assert masked[-2:] == e164[-2:]
         assert masked[:5] == e164[:5]
+    elif len(e164) > 3:
+        assert sum(char.isdigit() for char in masked) == 2
 
 
 _E164 = st.from_regex(r"\+[1-9][0-9]{7,14}", fullmatch=True)

@@ -88,9 +88,9 @@ async def test_put_changes_only_the_keys_it_names(
     assert _flags(second.json()) == expected  # the first change stands
 
     row = await session.scalar(
-        select(SmsPreferences).join(User, User.id == SmsPreferences.user_id).where(
-            User.external_id == "ben"
-        )
+        select(SmsPreferences)
+        .join(User, User.id == SmsPreferences.user_id)
+        .where(User.external_id == "ben")
     )
     assert row is not None
     await session.refresh(row)
@@ -263,7 +263,9 @@ async def test_a_service_put_is_partial_too(
     client: httpx.AsyncClient, service: dict[str, str]
 ) -> None:
     await client.put("/api/users/ned", json={}, headers=service)
-    await client.put(user_preferences("ned"), json={"payment_confirmations": False}, headers=service)
+    await client.put(
+        user_preferences("ned"), json={"payment_confirmations": False}, headers=service
+    )
 
     empty = await client.put(user_preferences("ned"), json={}, headers=service)
     assert _flags(empty.json()) == {**DEFAULTS, "payment_confirmations": False}
@@ -281,7 +283,9 @@ async def test_an_unknown_user_is_404_and_is_not_created(
     client: httpx.AsyncClient, session: AsyncSession, service: dict[str, str]
 ) -> None:
     read = await client.get(user_preferences("nobody"), headers=service)
-    changed = await client.put(user_preferences("nobody"), json={"marketing": True}, headers=service)
+    changed = await client.put(
+        user_preferences("nobody"), json={"marketing": True}, headers=service
+    )
 
     for response in (read, changed):
         assert response.status_code == 404

@@ -74,7 +74,7 @@ async def test_post_updates_like_patch(client: httpx.AsyncClient) -> None:
     [
         ("+1 900 555 0123", "not_sms_capable"),  # premium rate
         ("+1 800 555 0199", "not_sms_capable"),  # toll free
-        ("+44 871 123 4567", "not_sms_capable"),  # shared cost... charged to the caller
+        ("+44 871 123 4567", "not_sms_capable"),  # premium rate (UK 0871)
         ("12", "too_short"),
         ("hello", "not_a_number"),
         ("+999 123 456 789", "invalid_country_code"),

@@ -126,13 +126,6 @@ def test_production_may_use_only_a_public_key_for_jwts() -> None:
     assert settings.jwt_public_key == "-----BEGIN PUBLIC KEY-----..."
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,
-    reason="bug: the production check compares the raw PHONE_ENCRYPTION_KEYS string, so the "
-    "published development key passes under another version, next to a real key or padded "
-    "with spaces",
-)
 @pytest.mark.parametrize(
     "keys",
     [
@@ -143,9 +136,10 @@ def test_production_may_use_only_a_public_key_for_jwts() -> None:
     ids=["other-version", "with-a-real-key", "padded"],
 )
 def test_production_refuses_the_published_development_key_however_spelled(keys: str) -> None:
-    assert b"dev-only-phone-encryption-key-01" in make_settings(
-        phone_encryption_keys=keys
-    ).phone_keys.values()
+    assert (
+        b"dev-only-phone-encryption-key-01"
+        in make_settings(phone_encryption_keys=keys).phone_keys.values()
+    )
 
     with pytest.raises(ValidationError, match="placeholder"):
         production(phone_encryption_keys=keys)

@@ -11,12 +11,13 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth import repository
-from app.auth.exceptions import InvalidApiKey
+from app.auth.exceptions import InvalidApiKey, InvalidKeyName
 from app.auth.models import ApiKey
 from app.auth.principal import Principal, Scope
 from app.core.database import transaction
 
 API_KEY_PREFIX = "smsk_"
+NAME_MAX_LENGTH = 100
 _DISPLAY_PREFIX_LENGTH = 12
 # Writing last_used_at on every request would add a write to each call; once a minute is
 # precise enough to spot unused keys.
@@ -40,6 +41,9 @@ def hash_key(secret: str) -> bytes:
 
 
 async def create_key(session: AsyncSession, name: str, scopes: Iterable[Scope]) -> CreatedKey:
+    name = name.strip()
+    if not 0 < len(name) <= NAME_MAX_LENGTH:
+        raise InvalidKeyName(f"a key's name has 1 to {NAME_MAX_LENGTH} characters")
     secret = API_KEY_PREFIX + secrets.token_urlsafe(32)
     key = ApiKey(
         name=name,

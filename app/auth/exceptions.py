@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from app.core.errors import Forbidden, Unauthenticated
+from app.core.errors import Forbidden, Unauthenticated, Unprocessable
 
 
 class InvalidToken(Unauthenticated):
@@ -17,3 +17,7 @@ class MissingScope(Forbidden):
 
 class UserTokenRequired(Forbidden):
     code = "user_token_required"
+
+
+class InvalidKeyName(Unprocessable):
+    code = "invalid_key_name"

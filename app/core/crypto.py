@@ -10,6 +10,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 _NONCE_BYTES = 12
+_TAG_BYTES = 16
 # Binds ciphertexts to their purpose: a phone ciphertext cannot be replayed as another field.
 _ASSOCIATED_DATA = b"sms-service:phone:v1"
 
@@ -38,6 +39,8 @@ class PhoneCipher:
         return bytes([self._current]) + nonce + sealed
 
     def decrypt(self, ciphertext: bytes) -> str:
+        if len(ciphertext) < 1 + _NONCE_BYTES + _TAG_BYTES:
+            raise DecryptionError("ciphertext is too short")
         version, nonce, sealed = (
             ciphertext[0],
             ciphertext[1 : 1 + _NONCE_BYTES],

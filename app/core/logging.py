@@ -8,6 +8,7 @@ from typing import Any
 from app.core.phone import mask_phones_in
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+_FORMATTER = logging.Formatter()
 
 
 class _MaskingRecordFactory:
@@ -19,10 +20,18 @@ class _MaskingRecordFactory:
 
     def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
         record: logging.LogRecord = self.wrapped(*args, **kwargs)
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed call: let the handler report it, as logging does
+            return record
         masked = mask_phones_in(message)
         if masked != message:
             record.msg, record.args = masked, None
+        if record.exc_info:
+            # Formatters cache the traceback text in exc_text; fill it in, masked.
+            record.exc_text = mask_phones_in(_FORMATTER.formatException(record.exc_info))
+        if record.stack_info:
+            record.stack_info = mask_phones_in(record.stack_info)
         return record
 
 

@@ -136,8 +136,12 @@ def check_phone_number(raw: str, country: str | None, default_region: str) -> Ph
         if fictional_mobile
         else _TYPES.get(phonenumbers.number_type(number), NumberType.UNKNOWN)
     )
-    zones = tuple(
-        zone for zone in phone_timezone.time_zones_for_number(number) if zone != "Etc/Unknown"
+    zones = (
+        ("Europe/London",)
+        if fictional_mobile
+        else tuple(
+            zone for zone in phone_timezone.time_zones_for_number(number) if zone != "Etc/Unknown"
+        )
     )
     return PhoneCheck(
         valid=True,
@@ -162,13 +166,17 @@ def normalize_sms_number(raw: str, country: str | None, default_region: str) -> 
     return check
 
 
-_E164_IN_TEXT = re.compile(r"\+[1-9]\d{6,14}")
+# Up to 18 digits: libphonenumber accepts a few numbers longer than E.164's 15.
+_E164_IN_TEXT = re.compile(r"\+[1-9]\d{6,17}")
 
 
 def mask_phone(e164: str) -> str:
-    """`+14155552612` -> `+1415*****12`: enough to tell numbers apart in logs, not to dial."""
-    if len(e164) <= 7:
-        return e164[:2] + "*" * (len(e164) - 2)
+    """`+14155552612` -> `+1415*****12`: enough to tell numbers apart in logs, not to dial.
+    Short numbers show one digit at each end."""
+    if len(e164) < 4:
+        return "*" * len(e164)
+    if len(e164) < 11:
+        return e164[:2] + "*" * (len(e164) - 3) + e164[-1:]
     return e164[:5] + "*" * (len(e164) - 7) + e164[-2:]
 
 

@@ -73,7 +73,10 @@ class Settings(BaseSettings):
         secrets = [self.phone_encryption_keys, self.phone_blind_index_key]
         if self.jwt_secret is not None:
             secrets.append(self.jwt_secret)
-        if any(secret.get_secret_value() in _PLACEHOLDERS for secret in secrets):
+        dev_key = base64.b64decode(DEV_PHONE_ENCRYPTION_KEYS.partition(":")[2])
+        if dev_key in self.phone_keys.values() or any(
+            secret.get_secret_value().strip() in _PLACEHOLDERS for secret in secrets
+        ):
             raise ValueError(
                 "placeholder secrets are refused in production: set PHONE_ENCRYPTION_KEYS, "
                 "PHONE_BLIND_INDEX_KEY and JWT_SECRET (or JWT_PUBLIC_KEY with JWT_SECRET empty)"

@@ -47,7 +47,9 @@ def start_redis(data_dir: Path, *, throwaway: bool = False) -> LocalServer:
     if len(str(socket)) > _SOCKET_PATH_LIMIT:
         digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:16]
         socket = Path(tempfile.gettempdir()) / f"sms-redis-{digest}.sock"
-    socket.unlink(missing_ok=True)
+    if _redis_answers(socket):
+        raise ServerStartError(f"a redis-server already runs on {socket} (another `make run`?)")
+    socket.unlink(missing_ok=True)  # left over from a server that died
     command = [
         redis_server,
         "--port", "0",
@@ -73,19 +75,24 @@ def start_redis(data_dir: Path, *, throwaway: bool = False) -> LocalServer:
     return LocalServer(f"unix://{socket}", stop)
 
 
-def _wait_for_redis(socket: Path, process: subprocess.Popen[bytes]) -> None:
+def _redis_answers(socket: Path) -> bool:
     import redis
 
+    if not socket.exists():
+        return False
+    try:
+        return bool(redis.Redis(unix_socket_path=str(socket), socket_timeout=2).ping())
+    except redis.RedisError:
+        return False
+
+
+def _wait_for_redis(socket: Path, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + _START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise ServerStartError(f"redis-server exited with {process.returncode}")
-        if socket.exists():
-            try:
-                if redis.Redis(unix_socket_path=str(socket)).ping():
-                    return
-            except redis.ConnectionError:
-                pass
+        if _redis_answers(socket):
+            return
         time.sleep(0.05)
     process.kill()
     raise ServerStartError("redis-server did not answer in time")

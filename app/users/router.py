@@ -26,7 +26,7 @@ async def get_own_profile(
     return await service.read_profile(session, cipher, record)
 
 
-async def _update_own_profile(
+async def update_own_profile(
     user: CurrentUser,
     update: ProfileUpdate,
     session: SessionDep,
@@ -39,7 +39,7 @@ async def _update_own_profile(
 
 router.add_api_route(
     "/user/profile",
-    _update_own_profile,
+    update_own_profile,
     methods=["PATCH"],
     response_model=Profile,
     summary="Change the signed-in user's profile (partial)",
@@ -47,8 +47,9 @@ router.add_api_route(
 )
 router.add_api_route(
     "/user/profile",
-    _update_own_profile,
+    update_own_profile,
     methods=["POST"],
+    name="create_or_update_own_profile",
     response_model=Profile,
     summary="Create or change the signed-in user's profile (same as PATCH)",
     description="Kept for clients of the ticket system, which used POST for updates.",
