@@ -17,6 +17,7 @@ import redis
 from arq.connections import ArqRedis
 from arq.worker import Worker
 from click.testing import CliRunner
+from sqlalchemy import make_url
 
 import app.worker
 from app.cli import cli
@@ -86,7 +87,11 @@ async def test_a_worker_that_cannot_reach_the_database_reports_the_failure(
 ) -> None:
     assert settings.database_url is not None
     unreachable = settings.model_copy(
-        update={"database_url": settings.database_url.rsplit("/", 1)[0] + "/no_such_database"}
+        update={
+            "database_url": make_url(settings.database_url)
+            .set(database="no_such_database")
+            .render_as_string(False)
+        }
     )
     queue = f"test:{uuid.uuid4().hex}"
     pool: ArqRedis = await create_redis(settings)
