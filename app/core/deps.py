@@ -1,4 +1,7 @@
-"""Request-scoped access to the lifespan state, as `Annotated` dependency aliases."""
+"""Request-scoped access to the lifespan state, as `Annotated` dependency aliases.
+
+All are `async def`: FastAPI runs plain `def` dependencies in a thread pool, a thread hop
+per dependency per request."""
 
 from __future__ import annotations
 
@@ -14,11 +17,11 @@ from app.core.database import transaction
 from app.core.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return cast(Settings, request.state.settings)
 
 
-def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
+async def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
     return cast(async_sessionmaker[AsyncSession], request.state.sessionmaker)
 
 
@@ -29,11 +32,11 @@ async def get_session(
         yield session
 
 
-def get_redis(request: Request) -> ArqRedis:
+async def get_redis(request: Request) -> ArqRedis:
     return cast(ArqRedis, request.state.redis)
 
 
-def get_phone_cipher(request: Request) -> PhoneCipher:
+async def get_phone_cipher(request: Request) -> PhoneCipher:
     return cast(PhoneCipher, request.state.phone_cipher)
 
 
