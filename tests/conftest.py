@@ -12,7 +12,6 @@ import os
 import secrets
 import sys
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,8 +21,6 @@ import jwt
 import pytest
 import redis.asyncio
 from asgi_lifespan import LifespanManager
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
 from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import (
@@ -42,6 +39,7 @@ from app.core.migrations import upgrade_to_head
 from app.core.settings import Settings
 from app.localdev.servers import start_postgres, start_redis
 from app.main import create_app
+from tests.support import RsaKeys, generate_rsa_keys
 
 DEFAULT_TEST_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
 DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/15"
@@ -143,24 +141,9 @@ def migrated_database(database_url: str) -> Iterator[str]:
             asyncio.run(drop())
 
 
-@dataclass(frozen=True)
-class RsaKeys:
-    private_pem: bytes
-    public_pem: str
-
-
 @pytest.fixture(scope="session")
 def rsa_keys() -> RsaKeys:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    public_pem = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return RsaKeys(private_pem, public_pem.decode())
+    return generate_rsa_keys()
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth import api_keys
 from app.auth.models import ApiKey
 from app.auth.principal import Scope
-from tests.conftest import RsaKeys, as_user, bearer, user_token
+from tests.conftest import as_user, bearer, user_token
+from tests.support import RsaKeys
 
 MakeKey = Callable[..., Awaitable[dict[str, str]]]
 

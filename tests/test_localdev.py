@@ -3,7 +3,6 @@ and `python -m app.localdev` serving the API beside a worker until it is told to
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import signal
@@ -20,12 +19,10 @@ import jwt
 import psutil  # type: ignore[import-untyped]  # no stubs in the dev dependencies
 import pytest
 import redis
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
 
 from app.core.settings import DEV_JWT_SECRET
 from app.localdev.servers import LocalServer, ServerStartError, start_postgres, start_redis
+from tests.support import run_sql
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SERVER_NAMES = {"postgres", "redis-server"}
@@ -57,24 +54,6 @@ def wait_until_gone(folder: Path | str, timeout: float = 10.0) -> list[str]:
     return left
 
 
-def sql(url: str, *statements: str) -> list[tuple[object, ...]]:
-    """Runs the statements in one transaction; returns the last one's rows."""
-
-    async def run() -> list[tuple[object, ...]]:
-        engine = create_async_engine(url, poolclass=NullPool)
-        try:
-            async with engine.begin() as connection:
-                rows: list[tuple[object, ...]] = []
-                for statement in statements:
-                    result = await connection.execute(text(statement))
-                    rows = [tuple(row) for row in result] if result.returns_rows else []
-                return rows
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
-
-
 def redis_at(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, decode_responses=True, socket_timeout=5)
 
@@ -98,7 +77,7 @@ def test_postgres_answers_and_keeps_its_data_across_a_restart(
     first = start_postgres(folder)
     servers.append(first)
     assert first.url.startswith("postgresql+asyncpg://")
-    sql(
+    run_sql(
         first.url,
         "CREATE TABLE kept (word text)",
         "INSERT INTO kept VALUES ('still here')",
@@ -112,8 +91,8 @@ def test_postgres_answers_and_keeps_its_data_across_a_restart(
 
     second = start_postgres(folder)
     servers.append(second)
-    assert sql(second.url, "SELECT word FROM kept") == [("still here",)]
-    assert sql(second.url, "SELECT current_setting('data_directory')") == [(str(folder),)]
+    assert run_sql(second.url, "SELECT word FROM kept") == [("still here",)]
+    assert run_sql(second.url, "SELECT current_setting('data_directory')") == [(str(folder),)]
 
 
 def test_redis_answers_and_keeps_its_data_across_a_restart(
@@ -166,7 +145,7 @@ def test_a_throwaway_postgres_deletes_its_data_when_stopped(
     folder = tmp_path / "pg"
     server = start_postgres(folder, throwaway=True)
     servers.append(server)
-    assert sql(server.url, "SELECT 40 + 2") == [(42,)]
+    assert run_sql(server.url, "SELECT 40 + 2") == [(42,)]
 
     server.stop()
     servers.remove(server)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from collections.abc import Iterator
 from typing import Any
@@ -12,12 +11,12 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, make_url, text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy import Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.migrations import alembic_config, upgrade_to_head
 from app.models import Base
+from tests.support import run_sql
 
 TABLES = {"api_keys", "users", "sms_preferences", "topic_subscriptions"}
 
@@ -41,24 +40,8 @@ def test_there_is_a_single_head() -> None:
     assert len(heads) == 1
 
 
-def _run(url: str, *statements: str) -> list[tuple[Any, ...]]:
-    async def run() -> list[tuple[Any, ...]]:
-        engine = create_async_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-        try:
-            async with engine.connect() as connection:
-                rows: list[tuple[Any, ...]] = []
-                for statement in statements:
-                    result = await connection.execute(text(statement))
-                    rows = [tuple(row) for row in result] if result.returns_rows else []
-                return rows
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
-
-
 def _tables(url: str) -> set[str]:
-    rows = _run(
+    rows = run_sql(
         url,
         "SELECT table_name FROM information_schema.tables "
         "WHERE table_schema = 'public' AND table_type = 'BASE TABLE'",
@@ -67,18 +50,18 @@ def _tables(url: str) -> set[str]:
 
 
 def _version(url: str) -> list[str]:
-    return [row[0] for row in _run(url, "SELECT version_num FROM alembic_version")]
+    return [row[0] for row in run_sql(url, "SELECT version_num FROM alembic_version")]
 
 
 @pytest.fixture
 def fresh_database(database_url: str) -> Iterator[str]:
     """A new, empty database on the test server; dropped afterwards."""
     name = f"migrations_check_{secrets.token_hex(6)}"
-    _run(database_url, f'CREATE DATABASE "{name}"')
+    run_sql(database_url, f'CREATE DATABASE "{name}"', autocommit=True)
     try:
         yield make_url(database_url).set(database=name).render_as_string(hide_password=False)
     finally:
-        _run(database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        run_sql(database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', autocommit=True)
 
 
 def test_upgrade_downgrade_and_upgrade_again_on_a_fresh_database(fresh_database: str) -> None:
@@ -100,7 +83,7 @@ def test_upgrade_downgrade_and_upgrade_again_on_a_fresh_database(fresh_database:
     assert _tables(fresh_database) == {*TABLES, "alembic_version"}
     assert _version(fresh_database) == [head]
     # The rebuilt schema works: a user with default preferences, removed by the cascade.
-    rows = _run(
+    rows = run_sql(
         fresh_database,
         "INSERT INTO users (id, external_id) VALUES (gen_random_uuid(), 'u1')",
         "INSERT INTO sms_preferences (user_id) SELECT id FROM users",

@@ -8,51 +8,30 @@ import hmac
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from app.auth.exceptions import InvalidToken
 from app.auth.principal import Principal, Scope
 from app.auth.tokens import USER_ID_MAX_LENGTH, TokenVerifier
 from app.core.logging import install_phone_masking
 from app.core.settings import Settings
+from tests.support import RsaKeys, generate_rsa_keys
 
 SECRET = "unit-test-jwt-secret-that-is-long-enough-for-hs256"
 
 
-@dataclass(frozen=True)
-class KeyPair:
-    private_pem: bytes
-    public_pem: str
-
-
-def _key_pair() -> KeyPair:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    public_pem = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return KeyPair(private_pem, public_pem.decode())
+@pytest.fixture(scope="module")
+def keys() -> RsaKeys:
+    return generate_rsa_keys()
 
 
 @pytest.fixture(scope="module")
-def keys() -> KeyPair:
-    return _key_pair()
-
-
-@pytest.fixture(scope="module")
-def other_keys() -> KeyPair:
-    return _key_pair()
+def other_keys() -> RsaKeys:
+    return generate_rsa_keys()
 
 
 @pytest.fixture(autouse=True)
@@ -69,7 +48,7 @@ def _no_jwt_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-def make_verifier(keys: KeyPair, **values: Any) -> TokenVerifier:
+def make_verifier(keys: RsaKeys, **values: Any) -> TokenVerifier:
     settings: dict[str, Any] = {"jwt_secret": SECRET, "jwt_public_key": keys.public_pem}
     return TokenVerifier(Settings(_env_file=None, **(settings | values)))
 
@@ -111,7 +90,7 @@ def refused(verifier: TokenVerifier, token: str) -> InvalidToken:
 # --- HS256 -----------------------------------------------------------------------------------
 
 
-def test_a_good_hs256_token_gives_a_user_principal(keys: KeyPair) -> None:
+def test_a_good_hs256_token_gives_a_user_principal(keys: RsaKeys) -> None:
     principal = make_verifier(keys).verify(hs256(claims("alice")))
 
     assert principal == Principal(kind="user", id="alice", name="alice", scopes=frozenset())
@@ -119,7 +98,7 @@ def test_a_good_hs256_token_gives_a_user_principal(keys: KeyPair) -> None:
 
 
 @pytest.mark.parametrize("value", [True, "admin", ["admin"], ["user", "admin"]])
-def test_the_admin_claim_makes_an_admin(keys: KeyPair, value: object) -> None:
+def test_the_admin_claim_makes_an_admin(keys: RsaKeys, value: object) -> None:
     principal = make_verifier(keys).verify(hs256(claims(admin=value)))
 
     assert principal.is_admin
@@ -144,28 +123,28 @@ def test_the_admin_claim_makes_an_admin(keys: KeyPair, value: object) -> None:
         {"admin": True},
     ],
 )
-def test_other_admin_claim_values_do_not_make_an_admin(keys: KeyPair, value: object) -> None:
+def test_other_admin_claim_values_do_not_make_an_admin(keys: RsaKeys, value: object) -> None:
     principal = make_verifier(keys).verify(hs256(claims(admin=value)))
 
     assert not principal.is_admin
     assert principal.scopes == frozenset()
 
 
-def test_the_admin_claim_name_is_configurable(keys: KeyPair) -> None:
+def test_the_admin_claim_name_is_configurable(keys: RsaKeys) -> None:
     verifier = make_verifier(keys, jwt_admin_claim="roles")
 
     assert verifier.verify(hs256(claims(roles=["admin"]))).is_admin
     assert not verifier.verify(hs256(claims(admin=True))).is_admin
 
 
-def test_an_expired_token_is_refused_as_expired(keys: KeyPair) -> None:
+def test_an_expired_token_is_refused_as_expired(keys: RsaKeys) -> None:
     error = refused(make_verifier(keys), hs256(claims(expires_in=-timedelta(hours=1))))
 
     assert error.code == "token_expired"
 
 
 @pytest.mark.parametrize("missing", ["exp", "sub"])
-def test_a_token_without_exp_or_sub_is_refused(keys: KeyPair, missing: str) -> None:
+def test_a_token_without_exp_or_sub_is_refused(keys: RsaKeys, missing: str) -> None:
     payload = claims()
     del payload[missing]
 
@@ -175,14 +154,14 @@ def test_a_token_without_exp_or_sub_is_refused(keys: KeyPair, missing: str) -> N
     assert missing in str(error)
 
 
-def test_a_token_signed_with_another_secret_is_refused(keys: KeyPair) -> None:
+def test_a_token_signed_with_another_secret_is_refused(keys: RsaKeys) -> None:
     error = refused(make_verifier(keys), hs256(claims(), secret=SECRET + "-but-another"))
 
     assert error.code == "invalid_token"
 
 
 @pytest.mark.parametrize("algorithm", ["none", "None", "NONE"])
-def test_an_unsigned_token_is_refused(keys: KeyPair, algorithm: str) -> None:
+def test_an_unsigned_token_is_refused(keys: RsaKeys, algorithm: str) -> None:
     token = forge({"alg": algorithm, "typ": "JWT"}, claims(admin=True), hmac_key=None)
 
     error = refused(make_verifier(keys), token)
@@ -190,21 +169,21 @@ def test_an_unsigned_token_is_refused(keys: KeyPair, algorithm: str) -> None:
     assert error.code == "invalid_token"
 
 
-def test_a_token_without_an_algorithm_is_refused(keys: KeyPair) -> None:
+def test_a_token_without_an_algorithm_is_refused(keys: RsaKeys) -> None:
     token = forge({"typ": "JWT"}, claims(), hmac_key=SECRET.encode())
 
     refused(make_verifier(keys), token)
 
 
 @pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
-def test_an_hs512_token_is_refused_even_with_the_right_secret(keys: KeyPair) -> None:
+def test_an_hs512_token_is_refused_even_with_the_right_secret(keys: RsaKeys) -> None:
     token = jwt.encode(claims(), SECRET, algorithm="HS512")
 
     refused(make_verifier(keys), token)
 
 
 @pytest.mark.parametrize("secret", [SECRET, ""], ids=["with-secret", "public-key-only"])
-def test_an_hs256_token_keyed_with_the_public_key_is_refused(keys: KeyPair, secret: str) -> None:
+def test_an_hs256_token_keyed_with_the_public_key_is_refused(keys: RsaKeys, secret: str) -> None:
     # Algorithm confusion: a verifier that handed the RS256 key to HMAC would accept this.
     token = forge(
         {"alg": "HS256", "typ": "JWT"}, claims(admin=True), hmac_key=keys.public_pem.encode()
@@ -213,14 +192,14 @@ def test_an_hs256_token_keyed_with_the_public_key_is_refused(keys: KeyPair, secr
     refused(make_verifier(keys, jwt_secret=secret), token)
 
 
-def test_hs256_tokens_are_refused_when_no_secret_is_set(keys: KeyPair) -> None:
+def test_hs256_tokens_are_refused_when_no_secret_is_set(keys: RsaKeys) -> None:
     refused(make_verifier(keys, jwt_secret=""), hs256(claims()))
 
 
 # --- RS256 -----------------------------------------------------------------------------------
 
 
-def test_an_rs256_token_signed_by_the_matching_private_key_is_accepted(keys: KeyPair) -> None:
+def test_an_rs256_token_signed_by_the_matching_private_key_is_accepted(keys: RsaKeys) -> None:
     token = jwt.encode(claims("bob", admin=True), keys.private_pem, algorithm="RS256")
 
     principal = make_verifier(keys, jwt_secret="").verify(token)
@@ -230,7 +209,7 @@ def test_an_rs256_token_signed_by_the_matching_private_key_is_accepted(keys: Key
 
 
 def test_an_rs256_token_signed_by_another_private_key_is_refused(
-    keys: KeyPair, other_keys: KeyPair
+    keys: RsaKeys, other_keys: RsaKeys
 ) -> None:
     token = jwt.encode(claims("bob"), other_keys.private_pem, algorithm="RS256")
 
@@ -239,7 +218,7 @@ def test_an_rs256_token_signed_by_another_private_key_is_refused(
     assert error.code == "invalid_token"
 
 
-def test_rs256_tokens_are_refused_when_no_public_key_is_set(keys: KeyPair) -> None:
+def test_rs256_tokens_are_refused_when_no_public_key_is_set(keys: RsaKeys) -> None:
     token = jwt.encode(claims("bob"), keys.private_pem, algorithm="RS256")
 
     refused(make_verifier(keys, jwt_public_key=None), token)
@@ -254,7 +233,7 @@ def test_rs256_tokens_are_refused_when_no_public_key_is_set(keys: KeyPair) -> No
     ids=["no-aud", "wrong-aud", "wrong-aud-list"],
 )
 def test_with_an_audience_set_other_tokens_are_refused(
-    keys: KeyPair, audience: dict[str, Any]
+    keys: RsaKeys, audience: dict[str, Any]
 ) -> None:
     verifier = make_verifier(keys, jwt_audience="sms-service")
 
@@ -264,25 +243,25 @@ def test_with_an_audience_set_other_tokens_are_refused(
 
 
 @pytest.mark.parametrize("aud", ["sms-service", ["billing", "sms-service"]])
-def test_with_an_audience_set_a_token_for_it_is_accepted(keys: KeyPair, aud: object) -> None:
+def test_with_an_audience_set_a_token_for_it_is_accepted(keys: RsaKeys, aud: object) -> None:
     verifier = make_verifier(keys, jwt_audience="sms-service")
 
     assert verifier.verify(hs256(claims(aud=aud))).id == "alice"
 
 
-def test_without_an_audience_set_the_aud_claim_is_ignored(keys: KeyPair) -> None:
+def test_without_an_audience_set_the_aud_claim_is_ignored(keys: RsaKeys) -> None:
     assert make_verifier(keys).verify(hs256(claims(aud="anything"))).id == "alice"
 
 
 @pytest.mark.parametrize("issuer", [{}, {"iss": "https://evil.example"}])
-def test_with_an_issuer_set_other_tokens_are_refused(keys: KeyPair, issuer: dict[str, Any]) -> None:
+def test_with_an_issuer_set_other_tokens_are_refused(keys: RsaKeys, issuer: dict[str, Any]) -> None:
     verifier = make_verifier(keys, jwt_issuer="https://id.example")
 
     refused(verifier, hs256(claims(**issuer)))
     assert verifier.verify(hs256(claims(iss="https://id.example"))).id == "alice"
 
 
-def test_a_subject_of_the_maximum_length_is_accepted(keys: KeyPair) -> None:
+def test_a_subject_of_the_maximum_length_is_accepted(keys: RsaKeys) -> None:
     subject = "u" * USER_ID_MAX_LENGTH
 
     assert make_verifier(keys).verify(hs256(claims(subject))).id == subject
@@ -293,7 +272,7 @@ def test_a_subject_of_the_maximum_length_is_accepted(keys: KeyPair) -> None:
     ["u" * (USER_ID_MAX_LENGTH + 1), "", 42, None],
     ids=["256-chars", "empty", "int", "null"],
 )
-def test_a_bad_subject_is_refused(keys: KeyPair, subject: object) -> None:
+def test_a_bad_subject_is_refused(keys: RsaKeys, subject: object) -> None:
     token = forge({"alg": "HS256", "typ": "JWT"}, claims(subject), hmac_key=SECRET.encode())
 
     error = refused(make_verifier(keys), token)
@@ -304,7 +283,7 @@ def test_a_bad_subject_is_refused(keys: KeyPair, subject: object) -> None:
 @pytest.mark.parametrize(
     "token", ["garbage", "", "a.b.c", "Bearer x.y.z", "eyJhbGciOiJIUzI1NiJ9..", "....."]
 )
-def test_garbage_is_refused(keys: KeyPair, token: str) -> None:
+def test_garbage_is_refused(keys: RsaKeys, token: str) -> None:
     error = refused(make_verifier(keys), token)
 
     assert error.code == "invalid_token"
@@ -313,19 +292,19 @@ def test_garbage_is_refused(keys: KeyPair, token: str) -> None:
 # --- leeway ----------------------------------------------------------------------------------
 
 
-def test_a_token_expired_within_the_leeway_is_accepted(keys: KeyPair) -> None:
+def test_a_token_expired_within_the_leeway_is_accepted(keys: RsaKeys) -> None:
     token = hs256(claims(expires_in=-timedelta(seconds=10)))
 
     assert make_verifier(keys).verify(token).id == "alice"
 
 
-def test_a_token_expired_beyond_the_leeway_is_refused(keys: KeyPair) -> None:
+def test_a_token_expired_beyond_the_leeway_is_refused(keys: RsaKeys) -> None:
     token = hs256(claims(expires_in=-timedelta(seconds=60)))
 
     assert refused(make_verifier(keys), token).code == "token_expired"
 
 
-def test_the_leeway_is_configurable(keys: KeyPair) -> None:
+def test_the_leeway_is_configurable(keys: RsaKeys) -> None:
     token = hs256(claims(expires_in=-timedelta(seconds=10)))
 
     assert refused(make_verifier(keys, jwt_leeway_seconds=0), token).code == "token_expired"
