@@ -178,3 +178,13 @@ async def test_keys_are_stored_hashed_and_their_use_is_recorded(
     assert key is not None
     await session.refresh(key)
     assert key.last_used_at is not None
+
+
+@pytest.mark.parametrize("subject", ["nul\x00byte", "with space", "a" * 256, ""])
+async def test_a_token_whose_subject_is_not_a_usable_user_id_is_401(
+    client: httpx.AsyncClient, subject: str
+) -> None:
+    response = await client.get("/api/user/profile", headers=bearer(user_token(subject)))
+
+    assert response.status_code == 401
+    assert response.json()["code"] == "invalid_token"

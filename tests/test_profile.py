@@ -79,6 +79,7 @@ async def test_post_updates_like_patch(client: httpx.AsyncClient) -> None:
         ("hello", "not_a_number"),
         ("+999 123 456 789", "invalid_country_code"),
         ("+1 415 555 26711234", "too_long"),
+        ("+1 415 555 2671 ext. 1234", "has_extension"),
     ],
 )
 async def test_a_number_that_cannot_take_sms_is_refused_with_the_reason(
@@ -138,6 +139,8 @@ async def test_null_removes_the_number(client: httpx.AsyncClient, session: Async
         ({"time_zone": "Mars/Olympus_Mons"}, "body.time_zone"),
         ({"phone_number": "1" * 65}, "body.phone_number"),
         ({"country": "USA", "phone_number": "4155552671"}, "body.country"),
+        ({"country": "GB"}, "body"),
+        ({"time_zone": "localtime"}, "body.time_zone"),
         ({"nickname": "al"}, "body.nickname"),
         ([1, 2], "body"),
     ],
@@ -157,14 +160,17 @@ async def test_invalid_fields_are_listed_and_nothing_changes(
     assert (await client.get(PROFILE, headers=as_user("gus"))).json()["locale"] == "de"
 
 
-async def test_malformed_json_is_a_400_problem(client: httpx.AsyncClient) -> None:
+@pytest.mark.parametrize(
+    "body",
+    [b'{"phone_number": "+1415', b'{"phone_number": "\xff"}', b"[" * 20_000 + b"]" * 20_000],
+)
+async def test_malformed_json_is_a_400_problem(client: httpx.AsyncClient, body: bytes) -> None:
     response = await client.patch(
-        PROFILE,
-        content=b'{"phone_number": "+1415',
-        headers={**as_user("hal"), "content-type": "application/json"},
+        PROFILE, content=body, headers={**as_user("hal"), "content-type": "application/json"}
     )
 
     assert response.status_code == 400
+    assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["code"] == "malformed_json"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 from typing import Any
 
 import pytest
@@ -253,3 +254,21 @@ def test_a_malformed_default_region_is_refused(region: str) -> None:
 def test_the_jwt_leeway_is_bounded(leeway: int) -> None:
     with pytest.raises(ValidationError, match="jwt_leeway_seconds"):
         make_settings(jwt_leeway_seconds=leeway)
+
+
+@pytest.mark.parametrize("name", ["PHONE_BLIND_INDEX_KEY", "JWT_SECRET"])
+def test_production_refuses_short_hmac_secrets(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    strong = {
+        "PHONE_ENCRYPTION_KEYS": "1:" + base64.b64encode(os.urandom(32)).decode(),
+        "PHONE_BLIND_INDEX_KEY": "b" * 32,
+        "JWT_SECRET": "j" * 32,
+    }
+    for key, value in {**strong, name: "short"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("APP_ENV", "production")
+
+    with pytest.raises(ValidationError, match=name):
+        Settings(_env_file=None)
+
+    monkeypatch.setenv(name, "x" * 32)
+    assert Settings(_env_file=None).app_env == "production"

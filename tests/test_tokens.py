@@ -16,9 +16,10 @@ import pytest
 
 from app.auth.exceptions import InvalidToken
 from app.auth.principal import Principal, Scope
-from app.auth.tokens import USER_ID_MAX_LENGTH, TokenVerifier
+from app.auth.tokens import TokenVerifier
 from app.core.logging import install_phone_masking
 from app.core.settings import Settings
+from app.core.types import USER_ID_MAX_LENGTH
 from tests.support import RsaKeys, generate_rsa_keys
 
 SECRET = "unit-test-jwt-secret-that-is-long-enough-for-hs256"
@@ -389,3 +390,10 @@ def test_phone_numbers_are_masked_in_logged_exceptions(caplog: pytest.LogCapture
 
     assert "Twilio refused" in caplog.text
     assert "+14155552671" not in caplog.text
+
+
+def test_a_public_key_that_is_not_pem_stops_the_service_at_startup() -> None:
+    settings = Settings(_env_file=None, jwt_public_key="-----BEGIN PUBLIC KEY-----\nnope\n")
+
+    with pytest.raises(ValueError, match="JWT_PUBLIC_KEY"):
+        TokenVerifier(settings)

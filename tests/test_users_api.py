@@ -55,20 +55,29 @@ async def test_a_service_may_vouch_for_a_number(
     )
     assert moved.json()["phone_verified"] is False
 
-    cleared = await client.put("/api/users/u-2", json={"phone_verified": True}, headers=service)
-    assert cleared.json()["phone_verified"] is True
+    vouched = await client.put(
+        "/api/users/u-2",
+        json={"phone_number": "+14155550123", "phone_verified": True},
+        headers=service,
+    )
+    assert vouched.json()["phone_verified"] is True
     unverified = await client.put("/api/users/u-2", json={"phone_verified": False}, headers=service)
     assert unverified.json()["phone_verified"] is False
 
 
-async def test_vouching_without_a_number_is_refused_and_writes_nothing(
-    client: httpx.AsyncClient, service: dict[str, str], session: AsyncSession
+async def test_vouching_without_naming_the_number_is_refused(
+    client: httpx.AsyncClient, service: dict[str, str]
 ) -> None:
+    await client.put("/api/users/u-3", json={"phone_number": "+14155552671"}, headers=service)
+
+    # Vouching must name the number it vouches for: the user may have just changed theirs.
     response = await client.put("/api/users/u-3", json={"phone_verified": True}, headers=service)
 
     assert response.status_code == 422
-    assert response.json()["code"] == "no_phone_number"
-    assert await session.scalar(select(func.count()).select_from(User)) == 0
+    assert response.json()["code"] == "validation_error"
+    assert "phone_number" in response.json()["detail"]
+    fetched = await client.get("/api/users/u-3", headers=service)
+    assert fetched.json()["phone_verified"] is False
 
 
 async def test_unknown_users_are_404(client: httpx.AsyncClient, service: dict[str, str]) -> None:
@@ -107,7 +116,15 @@ async def test_an_invalid_number_is_refused_with_the_reason(
 
 @pytest.mark.parametrize(
     ("user_id", "status"),
-    [("a" * 256, 422), ("a" * 255, 201), ("with%20space", 422), ("auth0|abc123", 201)],
+    [
+        ("a" * 256, 422),
+        ("a" * 255, 201),
+        ("with%20space", 422),
+        ("auth0|abc123", 201),
+        ("nul%00byte", 422),
+        ("tab%09", 422),
+        ("bell%07", 422),
+    ],
 )
 async def test_user_ids_are_bounded(
     client: httpx.AsyncClient, service: dict[str, str], user_id: str, status: int

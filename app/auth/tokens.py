@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from app.auth.exceptions import InvalidToken
 from app.auth.principal import Principal, Scope
 from app.core.settings import Settings
+from app.core.types import USER_ID_MAX_LENGTH, USER_ID_PATTERN
 
-USER_ID_MAX_LENGTH = 255
+_USER_ID = re.compile(USER_ID_PATTERN)
 
 
 class TokenVerifier:
@@ -21,7 +24,11 @@ class TokenVerifier:
         if settings.jwt_secret is not None:
             self._keys["HS256"] = settings.jwt_secret.get_secret_value()
         if settings.jwt_public_key:
-            self._keys["RS256"] = settings.jwt_public_key
+            # Loaded once, here: a bad key stops the service at startup, not each request.
+            try:
+                self._keys["RS256"] = load_pem_public_key(settings.jwt_public_key.encode())
+            except ValueError as error:
+                raise ValueError(f"JWT_PUBLIC_KEY is not a PEM public key: {error}") from error
         self._audience = settings.jwt_audience
         self._issuer = settings.jwt_issuer
         self._admin_claim = settings.jwt_admin_claim
@@ -50,8 +57,14 @@ class TokenVerifier:
         except jwt.InvalidTokenError as error:
             raise InvalidToken(f"the token is not valid: {error}") from error
         subject = claims["sub"]
-        if not isinstance(subject, str) or not 0 < len(subject) <= USER_ID_MAX_LENGTH:
-            raise InvalidToken(f"`sub` must be a string of 1-{USER_ID_MAX_LENGTH} characters")
+        if (
+            not isinstance(subject, str)
+            or len(subject) > USER_ID_MAX_LENGTH
+            or not _USER_ID.match(subject)
+        ):
+            raise InvalidToken(
+                f"`sub` must be 1-{USER_ID_MAX_LENGTH} printable characters without spaces"
+            )
         scopes = frozenset({Scope.ADMIN}) if self._is_admin(claims) else frozenset()
         return Principal(kind="user", id=subject, name=subject, scopes=scopes)
 

@@ -161,6 +161,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_http_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, StarletteHTTPException)
+        if error.status_code == 400:  # FastAPI could not parse the body (bad UTF-8, too deep)
+            return problem_response(
+                400, "malformed_json", title="Malformed JSON", detail="The body is not valid JSON."
+            )
         codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
         return problem_response(
             error.status_code,

@@ -121,6 +121,8 @@ def check_phone_number(raw: str, country: str | None, default_region: str) -> Ph
         code, reason = _PARSE_REASONS.get(error.error_type, ("not_a_number", str(error)))
         return PhoneCheck(False, code, reason)
 
+    if number.extension:
+        return PhoneCheck(False, "has_extension", "a number with an extension cannot receive SMS")
     e164 = phonenumbers.format_number(number, PhoneNumberFormat.E164)
     fictional_mobile = bool(_FICTIONAL_MOBILES.match(e164))
     if not fictional_mobile and not phonenumbers.is_valid_number(number):

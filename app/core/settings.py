@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEV_PHONE_ENCRYPTION_KEYS = "1:ZGV2LW9ubHktcGhvbmUtZW5jcnlwdGlvbi1rZXktMDE="
 DEV_PHONE_BLIND_INDEX_KEY = "dev-only-blind-index-key-not-for-production"
 DEV_JWT_SECRET = "dev-only-jwt-secret-not-for-production"  # noqa: S105
+_MIN_SECRET_BYTES = 32
 _PLACEHOLDERS = {DEV_PHONE_ENCRYPTION_KEYS, DEV_PHONE_BLIND_INDEX_KEY, DEV_JWT_SECRET, "change-me"}
 
 
@@ -81,6 +82,14 @@ class Settings(BaseSettings):
                 "placeholder secrets are refused in production: set PHONE_ENCRYPTION_KEYS, "
                 "PHONE_BLIND_INDEX_KEY and JWT_SECRET (or JWT_PUBLIC_KEY with JWT_SECRET empty)"
             )
+        # Short HMAC keys can be brute-forced: the blind index would give numbers away,
+        # a JWT secret would let anyone sign tokens.
+        for name, secret in (
+            ("PHONE_BLIND_INDEX_KEY", self.phone_blind_index_key),
+            ("JWT_SECRET", self.jwt_secret),
+        ):
+            if secret is not None and len(secret.get_secret_value().encode()) < _MIN_SECRET_BYTES:
+                raise ValueError(f"{name} needs at least {_MIN_SECRET_BYTES} bytes in production")
         return self
 
     @model_validator(mode="after")

@@ -7,8 +7,15 @@ from zoneinfo import available_timezones
 
 from pydantic import AfterValidator, Field, StringConstraints
 
-# The platform's opaque user id (the JWT's `sub`): anything printable, no whitespace.
-UserId = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^\S+$")]
+USER_ID_MAX_LENGTH = 255
+# Printable, without whitespace or control characters (PostgreSQL cannot store NUL).
+USER_ID_PATTERN = r"^[^\s\x00-\x1f\x7f]+$"
+
+# The platform's opaque user id (the JWT's `sub`).
+UserId = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=USER_ID_MAX_LENGTH, pattern=USER_ID_PATTERN),
+]
 
 CountryCode = Annotated[
     str,
@@ -44,7 +51,8 @@ Locale = Annotated[
     Field(description="BCP 47 language tag, e.g. `en`, `fr-CA`, `pt-BR`.", examples=["en-US"]),
 ]
 
-_TIME_ZONES = frozenset(available_timezones())
+# Without "localtime" and "Factory": the one means the server's own zone, the other none.
+_TIME_ZONES = frozenset(available_timezones()) - {"localtime", "Factory"}
 
 
 def _known_time_zone(value: str) -> str:

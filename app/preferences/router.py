@@ -34,7 +34,7 @@ async def get_own_preferences(user: CurrentUser, session: SessionDep) -> Prefere
 async def put_own_preferences(
     update: PreferencesUpdate, user: CurrentUser, session: SessionDep
 ) -> Preferences:
-    record, _ = await get_or_create_user(session, user.id)
+    record, _ = await get_or_create_user(session, user.id, for_update=True)
     return await service.update_preferences(session, record.id, update)
 
 
@@ -59,4 +59,5 @@ async def get_user_preferences(
 async def put_user_preferences(
     user_id: UserIdPath, update: PreferencesUpdate, _: UserManager, session: SessionDep
 ) -> Preferences:
-    return await service.update_preferences(session, (await get_user(session, user_id)).id, update)
+    record = await get_user(session, user_id, for_update=True)
+    return await service.update_preferences(session, record.id, update)

@@ -1,11 +1,16 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.preferences import repository
 from app.preferences.schemas import Preferences, PreferencesUpdate
+
+
+async def create_defaults(session: AsyncSession, user_ids: Sequence[uuid.UUID]) -> None:
+    await repository.create_defaults(session, user_ids)
 
 
 async def get_preferences(session: AsyncSession, user_id: uuid.UUID) -> Preferences:

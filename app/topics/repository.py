@@ -27,8 +27,14 @@ async def page(
     return [(row[0], row[1]) for row in (await session.execute(statement)).all()]
 
 
+async def lock(session: AsyncSession, topic: str) -> None:
+    """Serialises changes to one topic until the transaction ends (a replace must see the
+    rows a concurrent add inserted)."""
+    await session.execute(select(func.pg_advisory_xact_lock(func.hashtext(topic))))
+
+
 async def add(session: AsyncSession, topic: str, user_ids: Sequence[uuid.UUID]) -> int:
-    rows = select(literal(topic), func.unnest(cast(list(user_ids), ARRAY(UUID))))
+    rows = select(literal(topic), func.unnest(cast(sorted(user_ids), ARRAY(UUID))))
     statement = (
         insert(TopicSubscription)
         .from_select([TopicSubscription.topic, TopicSubscription.user_id], rows)

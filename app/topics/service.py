@@ -24,6 +24,7 @@ async def list_subscribers(
 async def add_subscribers(
     session: AsyncSession, topic: str, external_ids: Sequence[str]
 ) -> TopicChange:
+    await repository.lock(session, topic)
     ids = await ensure_users(session, external_ids)
     added = await repository.add(session, topic, list(ids.values()))
     return TopicChange(
@@ -34,6 +35,7 @@ async def add_subscribers(
 async def replace_subscribers(
     session: AsyncSession, topic: str, external_ids: Sequence[str]
 ) -> TopicChange:
+    await repository.lock(session, topic)
     ids = list((await ensure_users(session, external_ids)).values())
     removed = await repository.remove_all_but(session, topic, ids)
     added = await repository.add(session, topic, ids)
@@ -46,10 +48,12 @@ async def replace_subscribers(
 
 
 async def remove_all(session: AsyncSession, topic: str) -> int:
+    await repository.lock(session, topic)
     return await repository.remove(session, topic)
 
 
 async def remove_subscriber(session: AsyncSession, topic: str, external_id: str) -> None:
+    await repository.lock(session, topic)
     user = await get_user(session, external_id)
     if not await repository.remove(session, topic, user.id):
         raise NotSubscribed(f"`{external_id}` is not subscribed to `{topic}`")

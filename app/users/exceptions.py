@@ -19,7 +19,3 @@ class InvalidPhoneNumberError(Unprocessable):
             error.reason,
             errors=[FieldError(field=field, message=error.reason, type=error.reason_code)],
         )
-
-
-class NoPhoneNumber(Unprocessable):
-    code, title = "no_phone_number", "No phone number"

@@ -10,8 +10,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.users.models import User
 
 
-async def get_by_external_id(session: AsyncSession, external_id: str) -> User | None:
+async def get_by_external_id(
+    session: AsyncSession, external_id: str, *, for_update: bool = False
+) -> User | None:
+    """`for_update` locks the row until the transaction ends: writers take turns, each
+    deciding on what the previous one committed."""
     statement = select(User).where(User.external_id == external_id)
+    if for_update:
+        statement = statement.with_for_update().execution_options(populate_existing=True)
     return (await session.execute(statement)).scalar_one_or_none()
 
 

@@ -33,7 +33,7 @@ async def update_own_profile(
     cipher: PhoneCipherDep,
     settings: SettingsDep,
 ) -> Profile:
-    record, _ = await service.get_or_create_user(session, user.id)
+    record, _ = await service.get_or_create_user(session, user.id, for_update=True)
     return await service.update_profile(session, cipher, settings, record, update)
 
 
@@ -95,7 +95,7 @@ async def put_user(
     settings: SettingsDep,
     response: Response,
 ) -> Profile:
-    record, created = await service.get_or_create_user(session, user_id)
+    record, created = await service.get_or_create_user(session, user_id, for_update=True)
     if created:
         response.status_code = status.HTTP_201_CREATED
     return await service.update_profile(session, cipher, settings, record, update)

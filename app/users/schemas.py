@@ -34,14 +34,29 @@ class ProfileUpdate(BaseModel):
                     raise ValueError(f"`{name}` cannot be null")
         return data
 
+    @model_validator(mode="after")
+    def _country_goes_with_a_number(self) -> ProfileUpdate:
+        if self.country is not None and self.phone_number is None:
+            raise ValueError("`country` only says how to read `phone_number`: send both")
+        return self
+
 
 class UserUpsert(ProfileUpdate):
     """For services acting for their users: fields left out keep their current value."""
 
     phone_verified: StrictBool | None = Field(
         default=None,
-        description="Mark the number as verified by the calling service (or clear that).",
+        description="`true` vouches for the `phone_number` sent with it (required then), "
+        "`false` clears the verification.",
     )
+
+    @model_validator(mode="after")
+    def _vouch_for_a_given_number(self) -> UserUpsert:
+        # Vouching for "whatever number the user has now" could verify a number the user
+        # changed a moment ago, one the service never checked.
+        if self.phone_verified and self.phone_number is None:
+            raise ValueError("`phone_verified: true` needs the `phone_number` it vouches for")
+        return self
 
 
 class Profile(BaseModel):

@@ -12,43 +12,51 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.crypto import PhoneCipher
 from app.core.phone import InvalidPhoneNumber, normalize_sms_number
 from app.core.settings import Settings
-from app.preferences import repository as preferences_repository
+from app.preferences import service as preferences_service
+from app.preferences.schemas import PreferencesUpdate
 from app.users import repository
-from app.users.exceptions import InvalidPhoneNumberError, NoPhoneNumber, UserNotFound
+from app.users.exceptions import InvalidPhoneNumberError, UserNotFound
 from app.users.models import User
 from app.users.schemas import Profile, ProfileUpdate, UserUpsert
 
 logger = logging.getLogger(__name__)
 
 
+async def _create_missing(session: AsyncSession, external_ids: Sequence[str]) -> list[uuid.UUID]:
+    # Sorted, so concurrent requests take their row locks in one order and never deadlock.
+    created = await repository.insert_missing(session, sorted(set(external_ids)))
+    await preferences_service.create_defaults(session, created)
+    return created
+
+
 async def ensure_users(session: AsyncSession, external_ids: Sequence[str]) -> dict[str, uuid.UUID]:
     """The internal ids of these users, creating (with default preferences) those not seen yet."""
-    unique = list(dict.fromkeys(external_ids))
-    created = await repository.insert_missing(session, unique)
-    await preferences_repository.create_defaults(session, created)
-    return await repository.ids_by_external_id(session, unique)
+    await _create_missing(session, external_ids)
+    return await repository.ids_by_external_id(session, sorted(set(external_ids)))
 
 
-async def get_or_create_user(session: AsyncSession, external_id: str) -> tuple[User, bool]:
-    user = await repository.get_by_external_id(session, external_id)
+async def get_or_create_user(
+    session: AsyncSession, external_id: str, *, for_update: bool = False
+) -> tuple[User, bool]:
+    """The user, created on first use. `for_update` locks the row for a change."""
+    user = await repository.get_by_external_id(session, external_id, for_update=for_update)
     if user is not None:
         return user, False
-    created = await repository.insert_missing(session, [external_id])
-    await preferences_repository.create_defaults(session, created)
-    user = await repository.get_by_external_id(session, external_id)
+    created = await _create_missing(session, [external_id])
+    user = await repository.get_by_external_id(session, external_id, for_update=for_update)
     assert user is not None
     return user, bool(created)
 
 
-async def get_user(session: AsyncSession, external_id: str) -> User:
-    user = await repository.get_by_external_id(session, external_id)
+async def get_user(session: AsyncSession, external_id: str, *, for_update: bool = False) -> User:
+    user = await repository.get_by_external_id(session, external_id, for_update=for_update)
     if user is None:
         raise UserNotFound(external_id)
     return user
 
 
 async def read_profile(session: AsyncSession, cipher: PhoneCipher, user: User) -> Profile:
-    preferences = await preferences_repository.get(session, user.id)
+    preferences = await preferences_service.get_preferences(session, user.id)
     return Profile(
         user_id=user.external_id,
         phone_number=cipher.decrypt(user.phone_encrypted) if user.phone_encrypted else None,
@@ -78,16 +86,16 @@ async def update_profile(
     if "time_zone" in given:
         user.time_zone = update.time_zone
     if isinstance(update, UserUpsert) and update.phone_verified is not None:
-        if update.phone_verified and user.phone_encrypted is None:
-            raise NoPhoneNumber("there is no phone number to mark as verified")
         if not update.phone_verified:
             user.phone_verified_at = None
         elif user.phone_verified_at is None:
             user.phone_verified_at = datetime.now(UTC)
     if update.sms_enabled is not None:
-        await preferences_repository.update_values(
-            session, user.id, {"sms_enabled": update.sms_enabled}
+        await preferences_service.update_preferences(
+            session, user.id, PreferencesUpdate(sms_enabled=update.sms_enabled)
         )
+    if given:
+        user.updated_at = datetime.now(UTC)
     await session.flush()
     return await read_profile(session, cipher, user)
 
