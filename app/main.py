@@ -12,12 +12,16 @@ from app.core.body_limit import BodyLimitMiddleware
 from app.core.errors import Problem, install_error_handlers
 from app.core.logging import configure_logging
 from app.core.metrics import MetricsMiddleware
-from app.core.settings import Settings
+from app.core.settings import SANDBOX_MOUNT_PATH, Settings
 from app.core.state import State, close_state, open_state
+from app.delivery_status.router import router as delivery_status_router
 from app.health.router import router as health_router
+from app.messages.router import router as messages_router
+from app.optouts.router import router as optouts_router
 from app.phone_validation.router import router as phone_validation_router
 from app.preferences.router import router as preferences_router
 from app.topics.router import router as topics_router
+from app.twilio_sandbox.app import create_sandbox_app
 from app.users.router import router as users_router
 
 DESCRIPTION = """\
@@ -33,11 +37,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings.log_level)
 
+    # No Twilio account: the sandbox stands in for Twilio, mounted here (SPEC §7).
+    sandbox = create_sandbox_app() if settings.twilio_sandboxed else None
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[State]:
         state = await open_state(settings)
         try:
-            yield state
+            if sandbox is None:
+                yield state
+            else:  # a mounted app's lifespan does not run by itself
+                async with sandbox.router.lifespan_context(sandbox):
+                    yield state
         finally:
             await close_state(state)
 
@@ -58,10 +69,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         users_router,
         preferences_router,
         topics_router,
+        messages_router,
+        delivery_status_router,
+        optouts_router,
         phone_validation_router,
         health_router,
     ):
         app.include_router(router)
+    if sandbox is not None:
+        app.mount(SANDBOX_MOUNT_PATH, sandbox)
     _register_problem_schema(app)
     return app
 

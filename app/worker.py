@@ -6,18 +6,27 @@ import os
 import socket
 from typing import Any
 
+from arq import cron, func
 from sqlalchemy import text
 
 from app.core.logging import configure_logging
 from app.core.redis import redis_settings
 from app.core.settings import Settings
 from app.core.state import State, close_state, open_state
+from app.delivery_status.tasks import fetch_prices, poll_statuses
+from app.outbox.queue import SEND_JOB
+from app.outbox.service import Outbox
+from app.outbox.tasks import send_message, sweep
+
+EVERY_5_SECONDS = set(range(0, 60, 5))
 
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
     configure_logging(settings.log_level)
-    ctx["state"] = await open_state(settings)
+    state = await open_state(settings)
+    ctx["state"] = state
+    ctx["outbox"] = Outbox(settings, state["sessionmaker"], state["phone_cipher"], state["twilio"])
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
@@ -35,12 +44,32 @@ async def check_worker(ctx: dict[str, Any]) -> dict[str, str]:
 
 
 def worker_settings(settings: Settings) -> dict[str, Any]:
+    attempt_timeout = settings.twilio_timeout_seconds * 3 + 30
     return {
-        "functions": [check_worker],
+        "functions": [
+            # keep_result=0: a finished job leaves nothing behind, so the sweeper can queue the
+            # message id again; tries are bounded by the message's validity, not by arq.
+            func(
+                send_message,
+                name=SEND_JOB,
+                keep_result=0,
+                max_tries=1_000_000,
+                timeout=attempt_timeout,
+            ),
+            check_worker,
+        ],
+        "cron_jobs": [
+            cron(sweep, second=EVERY_5_SECONDS, run_at_startup=True, keep_result=0),
+            cron(poll_statuses, second={30}, keep_result=0),
+            cron(fetch_prices, second={45}, keep_result=0),
+        ],
         "on_startup": startup,
         "on_shutdown": shutdown,
         "redis_settings": redis_settings(settings),
         "ctx": {"settings": settings},
+        "max_jobs": settings.worker_max_jobs,
+        # How often an idle worker looks for jobs: a code or an alert waits at most this.
+        "poll_delay": 0.05,
     }
 
 

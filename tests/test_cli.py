@@ -378,6 +378,9 @@ def test_dev_token_is_refused_in_production(
     monkeypatch.setenv("PHONE_ENCRYPTION_KEYS", f"1:{key}")
     monkeypatch.setenv("PHONE_BLIND_INDEX_KEY", secrets.token_urlsafe(32))
     monkeypatch.setenv("JWT_SECRET", secrets.token_urlsafe(32))
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", "AC" + "0123456789abcdef" * 2)
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "twilio-auth-token")
+    monkeypatch.setenv("TWILIO_FROM_NUMBER", "+14155550100")
     assert Settings().app_env == "production"  # the settings load: only the command refuses
 
     result = runner.invoke(cli, ["dev-token", "alice", "--admin"])

@@ -32,8 +32,21 @@ _ENVIRONMENT = (
     "PHONE_ENCRYPTION_KEYS",
     "PHONE_BLIND_INDEX_KEY",
     "DEFAULT_PHONE_REGION",
+    "TWILIO_ACCOUNT_SID",
+    "TWILIO_AUTH_TOKEN",
+    "TWILIO_API_KEY_SID",
+    "TWILIO_API_KEY_SECRET",
+    "TWILIO_FROM_NUMBER",
+    "TWILIO_MESSAGING_SERVICE_SID",
+    "TWILIO_BASE_URL",
+    "SMS_ALLOWED_COUNTRIES",
 )
 
+TWILIO = {
+    "twilio_account_sid": "AC" + "0123456789abcdef" * 2,
+    "twilio_auth_token": "twilio-auth-token",
+    "twilio_from_number": "+14155550100",
+}
 KEY_1 = bytes(range(32))
 KEY_2 = bytes(range(200, 232))
 REAL_KEYS = "1:" + base64.b64encode(KEY_1).decode()
@@ -58,6 +71,7 @@ def production(**values: Any) -> Settings:
         "phone_encryption_keys": REAL_KEYS,
         "phone_blind_index_key": REAL_BLIND_INDEX_KEY,
         "jwt_secret": REAL_JWT_SECRET,
+        **TWILIO,
     }
     return make_settings(**(real | values))
 
@@ -263,7 +277,7 @@ def test_production_refuses_short_hmac_secrets(monkeypatch: pytest.MonkeyPatch, 
         "PHONE_BLIND_INDEX_KEY": "b" * 32,
         "JWT_SECRET": "j" * 32,
     }
-    for key, value in {**strong, name: "short"}.items():
+    for key, value in {**strong, **_twilio_env(), name: "short"}.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("APP_ENV", "production")
 
@@ -272,3 +286,43 @@ def test_production_refuses_short_hmac_secrets(monkeypatch: pytest.MonkeyPatch, 
 
     monkeypatch.setenv(name, "x" * 32)
     assert Settings(_env_file=None).app_env == "production"
+
+
+def _twilio_env() -> dict[str, str]:
+    return {name.upper(): value for name, value in TWILIO.items()}
+
+
+def test_production_needs_a_twilio_account() -> None:
+    with pytest.raises(ValidationError, match="TWILIO_ACCOUNT_SID"):
+        production(twilio_account_sid=None)
+
+
+def test_a_twilio_account_needs_credentials_and_a_sender() -> None:
+    with pytest.raises(ValidationError, match="TWILIO_AUTH_TOKEN"):
+        make_settings(twilio_account_sid=TWILIO["twilio_account_sid"])
+    with pytest.raises(ValidationError, match="TWILIO_FROM_NUMBER"):
+        make_settings(twilio_account_sid=TWILIO["twilio_account_sid"], twilio_auth_token="token")
+
+
+def test_without_a_twilio_account_the_sandbox_stands_in() -> None:
+    settings = make_settings(public_base_url="https://sms.example.com")
+
+    assert settings.twilio_sandboxed
+    assert settings.twilio.base_url == "https://sms.example.com/twilio-sandbox"
+    assert settings.twilio.from_number == "+15005550006"
+
+
+def test_a_twilio_api_key_authenticates_requests_and_the_token_signs() -> None:
+    settings = make_settings(
+        **TWILIO, twilio_api_key_sid="SK" + "ab" * 16, twilio_api_key_secret="key-secret"
+    )
+
+    assert (settings.twilio.username, settings.twilio.password) == ("SK" + "ab" * 16, "key-secret")
+    assert settings.twilio.auth_token == "twilio-auth-token"
+    assert settings.twilio.base_url == "https://api.twilio.com"
+
+
+def test_allowed_countries_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SMS_ALLOWED_COUNTRIES", "us, gb,FR")
+
+    assert make_settings().sms_allowed_countries == ["US", "GB", "FR"]

@@ -48,8 +48,14 @@ def clean_redis(settings: Settings) -> Iterator[str]:
 
 
 async def _run_burst(settings: Settings, queue: str) -> Worker:
-    """Runs a worker built by `worker_settings` until its queue is empty, then closes it."""
-    worker = Worker(**worker_settings(settings), burst=True, handle_signals=False, queue_name=queue)
+    """Runs a worker built by `worker_settings` (without its cron jobs, which have tests of
+    their own) until its queue is empty, then closes it."""
+    worker = Worker(
+        **{**worker_settings(settings), "cron_jobs": []},
+        burst=True,
+        handle_signals=False,
+        queue_name=queue,
+    )
     try:
         await worker.main()
     finally:

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import base64
 import binascii
+from dataclasses import dataclass
 from functools import cached_property
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Published development keys: fine on a laptop, refused when APP_ENV=production.
 DEV_PHONE_ENCRYPTION_KEYS = "1:ZGV2LW9ubHktcGhvbmUtZW5jcnlwdGlvbi1rZXktMDE="
 DEV_PHONE_BLIND_INDEX_KEY = "dev-only-blind-index-key-not-for-production"
 DEV_JWT_SECRET = "dev-only-jwt-secret-not-for-production"  # noqa: S105
 _MIN_SECRET_BYTES = 32
+
+# The sandbox's fixed account: it stands in for Twilio when TWILIO_ACCOUNT_SID is unset.
+SANDBOX_MOUNT_PATH = "/twilio-sandbox"
+SANDBOX_ACCOUNT_SID = "AC" + "5a" * 16
+SANDBOX_AUTH_TOKEN = "sandbox-auth-token-for-development-only"  # noqa: S105
+SANDBOX_FROM_NUMBER = "+15005550006"  # Twilio's magic "valid sender"
 _PLACEHOLDERS = {DEV_PHONE_ENCRYPTION_KEYS, DEV_PHONE_BLIND_INDEX_KEY, DEV_JWT_SECRET, "change-me"}
 
 
@@ -50,9 +57,62 @@ class Settings(BaseSettings):
     phone_blind_index_key: SecretStr = SecretStr(DEV_PHONE_BLIND_INDEX_KEY)
     default_phone_region: str = Field(default="US", pattern=r"^[A-Z]{2}$")
 
+    # Twilio. With no account SID the service talks to its own Twilio sandbox, mounted at
+    # /twilio-sandbox (development and tests only; production refuses to start without one).
+    twilio_account_sid: str | None = Field(default=None, pattern=r"^AC[0-9a-fA-F]{32}$")
+    twilio_auth_token: SecretStr | None = None
+    # Optional API key (SK…) to authenticate with instead of the auth token.
+    twilio_api_key_sid: str | None = Field(default=None, pattern=r"^SK[0-9a-fA-F]{32}$")
+    twilio_api_key_secret: SecretStr | None = None
+    twilio_from_number: str | None = None
+    twilio_messaging_service_sid: str | None = Field(default=None, pattern=r"^MG[0-9a-fA-F]{32}$")
+    twilio_base_url: AnyHttpUrl | None = None
+    twilio_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # Keep-alive pool: as many connections as requests a process has in flight to Twilio.
+    twilio_max_connections: int = Field(default=50, ge=1, le=1000)
+
+    sms_require_verified_phone: bool = True
+    # ISO country codes numbers may be in (comma separated); empty means any country.
+    sms_allowed_countries: Annotated[list[str], NoDecode] = []
+    message_validity_seconds: int = Field(default=36000, ge=60, le=36000)
+    # Messages Twilio has not reported final after this long are fetched (backstop poller).
+    status_poll_after_seconds: int = Field(default=600, ge=10)
+    # Jobs one worker process runs at once (each mostly waits on Twilio).
+    worker_max_jobs: int = Field(default=50, ge=1, le=1000)
+
+    # Replies to inbound keywords (unless Twilio's Advanced Opt-Out already answered).
+    sms_help_reply: str = (
+        "SMS notifications. Reply STOP to unsubscribe, START to resubscribe. "
+        "Msg&data rates may apply."
+    )
+    sms_opt_out_reply: str = (
+        "You are unsubscribed and will receive no more messages. Reply START to resubscribe."
+    )
+    sms_opt_in_reply: str = "You are resubscribed. Reply STOP to unsubscribe."
+
     local_data_dir: str = ".data"
 
-    @field_validator("jwt_secret", "jwt_public_key", "jwt_audience", "jwt_issuer", mode="before")
+    @field_validator("sms_allowed_countries", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip().upper() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator(
+        "jwt_secret",
+        "jwt_public_key",
+        "jwt_audience",
+        "jwt_issuer",
+        "twilio_account_sid",
+        "twilio_auth_token",
+        "twilio_api_key_sid",
+        "twilio_api_key_secret",
+        "twilio_from_number",
+        "twilio_messaging_service_sid",
+        "twilio_base_url",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -93,6 +153,22 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _twilio_is_complete(self) -> Settings:
+        if self.twilio_account_sid is None:
+            if self.app_env == "production":
+                raise ValueError("production needs TWILIO_ACCOUNT_SID (the sandbox is for dev)")
+            return self
+        if self.twilio_auth_token is None and not (
+            self.twilio_api_key_sid and self.twilio_api_key_secret
+        ):
+            raise ValueError(
+                "TWILIO_ACCOUNT_SID needs TWILIO_AUTH_TOKEN (or TWILIO_API_KEY_SID and _SECRET)"
+            )
+        if not (self.twilio_from_number or self.twilio_messaging_service_sid):
+            raise ValueError("set TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID")
+        return self
+
+    @model_validator(mode="after")
     def _keys_parse(self) -> Settings:
         _ = self.phone_keys
         return self
@@ -115,3 +191,48 @@ class Settings(BaseSettings):
     @property
     def public_base(self) -> str:
         return str(self.public_base_url).rstrip("/")
+
+    @property
+    def twilio_sandboxed(self) -> bool:
+        return self.twilio_account_sid is None
+
+    @property
+    def twilio(self) -> TwilioAccount:
+        """Where and how to reach Twilio, or the sandbox standing in for it."""
+        if self.twilio_account_sid is None:
+            base = str(self.twilio_base_url or f"{self.public_base}{SANDBOX_MOUNT_PATH}")
+            return TwilioAccount(
+                account_sid=SANDBOX_ACCOUNT_SID,
+                username=SANDBOX_ACCOUNT_SID,
+                password=SANDBOX_AUTH_TOKEN,
+                auth_token=SANDBOX_AUTH_TOKEN,
+                base_url=base.rstrip("/"),
+                from_number=self.twilio_from_number or SANDBOX_FROM_NUMBER,
+                messaging_service_sid=self.twilio_messaging_service_sid,
+            )
+        token = self.twilio_auth_token.get_secret_value() if self.twilio_auth_token else ""
+        username, password = self.twilio_account_sid, token
+        if self.twilio_api_key_sid and self.twilio_api_key_secret:
+            username = self.twilio_api_key_sid
+            password = self.twilio_api_key_secret.get_secret_value()
+        return TwilioAccount(
+            account_sid=self.twilio_account_sid,
+            username=username,
+            password=password,
+            auth_token=token,
+            base_url=str(self.twilio_base_url or "https://api.twilio.com").rstrip("/"),
+            from_number=self.twilio_from_number,
+            messaging_service_sid=self.twilio_messaging_service_sid,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TwilioAccount:
+    account_sid: str
+    username: str
+    password: str
+    # Signs callbacks; with an API key for requests, callbacks are still signed with this.
+    auth_token: str
+    base_url: str
+    from_number: str | None
+    messaging_service_sid: str | None

@@ -12,6 +12,7 @@ from app.core.crypto import PhoneCipher
 from app.core.database import create_engine, create_sessionmaker
 from app.core.redis import create_redis
 from app.core.settings import Settings
+from app.twilio.client import TwilioClient
 
 
 class State(TypedDict):
@@ -21,6 +22,7 @@ class State(TypedDict):
     redis: ArqRedis
     phone_cipher: PhoneCipher
     token_verifier: TokenVerifier
+    twilio: TwilioClient
 
 
 async def open_state(settings: Settings) -> State:
@@ -39,11 +41,17 @@ async def open_state(settings: Settings) -> State:
             settings.phone_keys, settings.phone_blind_index_key.get_secret_value().encode()
         ),
         token_verifier=TokenVerifier(settings),
+        twilio=TwilioClient(
+            settings.twilio,
+            timeout_seconds=settings.twilio_timeout_seconds,
+            max_connections=settings.twilio_max_connections,
+        ),
     )
 
 
 async def close_state(state: State) -> None:
     try:
+        await state["twilio"].aclose()
         await state["redis"].aclose()
     finally:
         await state["engine"].dispose()

@@ -21,6 +21,11 @@ async def get_by_external_id(
     return (await session.execute(statement)).scalar_one_or_none()
 
 
+async def external_id_of(session: AsyncSession, user_id: uuid.UUID) -> str | None:
+    statement = select(User.external_id).where(User.id == user_id)
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
 async def insert_missing(session: AsyncSession, external_ids: Sequence[str]) -> list[uuid.UUID]:
     """Creates the users that do not exist yet, in one statement; returns the new ids."""
     names = select(func.gen_random_uuid(), func.unnest(cast(list(external_ids), ARRAY(String))))

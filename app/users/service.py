@@ -55,6 +55,14 @@ async def get_user(session: AsyncSession, external_id: str, *, for_update: bool 
     return user
 
 
+async def find_user(session: AsyncSession, external_id: str) -> User | None:
+    return await repository.get_by_external_id(session, external_id)
+
+
+async def external_id_of(session: AsyncSession, user_id: uuid.UUID) -> str | None:
+    return await repository.external_id_of(session, user_id)
+
+
 async def read_profile(session: AsyncSession, cipher: PhoneCipher, user: User) -> Profile:
     preferences = await preferences_service.get_preferences(session, user.id)
     return Profile(

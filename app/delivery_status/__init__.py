@@ -1,0 +1,1 @@
+"""Delivery status: Twilio's signed callbacks, the backstop poller and prices."""

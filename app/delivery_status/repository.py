@@ -1,0 +1,106 @@
+"""Moving a message's status forward from what Twilio reports, never backward."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.messages.models import Message
+from app.messages.status import FINAL, RANK, Status
+
+
+@dataclass(frozen=True, slots=True)
+class Advanced:
+    message_id: uuid.UUID
+    to_index: bytes | None
+
+
+async def advance(
+    session: AsyncSession,
+    sid: str,
+    status: Status,
+    *,
+    twilio_status: str,
+    error_code: int | None,
+    error_message: str | None,
+) -> Advanced | None:
+    """One conditional update: a duplicate or an older status matches no row and changes
+    nothing, whatever order callbacks arrive in."""
+    earlier = [s for s in Status if s not in FINAL and RANK[s] < RANK[status]]
+    values: dict[str, object] = {"status": status, "twilio_status": twilio_status}
+    if error_code is not None:
+        values |= {"error_code": error_code, "error_message": error_message}
+    if status in FINAL:
+        values["final_at"] = func.now()
+    statement = (
+        update(Message)
+        .where(Message.twilio_sid == sid, Message.status.in_(earlier))
+        .values(**values)
+        .returning(Message.id, Message.to_index)
+    )
+    row = (await session.execute(statement)).first()
+    return Advanced(row[0], row[1]) if row else None
+
+
+async def awaiting_status(
+    session: AsyncSession, *, quiet_for: timedelta, limit: int
+) -> list[tuple[uuid.UUID, str]]:
+    """Messages Twilio took but has not reported final on, and not heard of for a while."""
+    statement = (
+        select(Message.id, Message.twilio_sid)
+        .where(
+            Message.twilio_sid.is_not(None),
+            Message.status.in_([Status.SENDING, Status.SENT]),
+            Message.updated_at < func.now() - quiet_for,
+        )
+        .order_by(Message.updated_at)
+        .limit(limit)
+    )
+    return [(row[0], row[1]) for row in (await session.execute(statement)).all() if row[1]]
+
+
+async def awaiting_price(
+    session: AsyncSession, *, settled_for: timedelta, limit: int
+) -> list[tuple[uuid.UUID, str]]:
+    statement = (
+        select(Message.id, Message.twilio_sid)
+        .where(
+            Message.twilio_sid.is_not(None),
+            Message.price_checked_at.is_(None),
+            Message.final_at < func.now() - settled_for,
+            # Twilio prices within hours; past this, stop asking.
+            Message.final_at > func.now() - timedelta(days=3),
+        )
+        .order_by(Message.final_at)
+        .limit(limit)
+    )
+    return [(row[0], row[1]) for row in (await session.execute(statement)).all() if row[1]]
+
+
+async def record_price(
+    session: AsyncSession,
+    message_id: uuid.UUID,
+    *,
+    price: Decimal | None,
+    price_unit: str | None,
+    segments: int | None,
+    settled: bool,
+) -> None:
+    values: dict[str, object] = {"price": price, "price_unit": price_unit}
+    if segments:
+        values["segments"] = segments
+    if settled:
+        values["price_checked_at"] = func.now()
+    await session.execute(update(Message).where(Message.id == message_id).values(**values))
+
+
+async def touch(session: AsyncSession, message_id: uuid.UUID) -> None:
+    """Polled without news: wait another round before asking again."""
+    await session.execute(
+        update(Message).where(Message.id == message_id).values(updated_at=func.now())
+    )

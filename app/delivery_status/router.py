@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from app.core.deps import SessionDep
+from app.core.errors import problem_responses
+from app.delivery_status.service import apply_status
+from app.twilio.requests import TwilioForm, form_body
+
+router = APIRouter(prefix="/api", tags=["twilio"])
+
+
+@router.post(
+    "/sms/webhook",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Twilio status callback",
+    description="Signed by Twilio (`X-Twilio-Signature`). Status only moves forward; "
+    "duplicates and late callbacks change nothing; unknown SIDs are acknowledged and ignored.",
+    responses=problem_responses(403, 413),
+    openapi_extra=form_body(
+        "What Twilio posts; every parameter counts in the signature.",
+        {
+            "MessageSid": "The message",
+            "MessageStatus": "queued, sent, delivered, undelivered, failed, …",
+            "ErrorCode": "On failed and undelivered",
+        },
+    ),
+)
+async def status_callback(form: TwilioForm, session: SessionDep) -> Response:
+    sid = form.get("MessageSid") or form.get("SmsSid")
+    reported = form.get("MessageStatus") or form.get("SmsStatus")
+    code = form.get("ErrorCode")
+    if isinstance(sid, str) and isinstance(reported, str):
+        error_code = int(code) if isinstance(code, str) and code.isdigit() else None
+        await apply_status(session, sid, reported, error_code, source="callback")
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,1 @@
+"""Idempotency-Key: a retried sending request is answered, not repeated."""

@@ -1,0 +1,1 @@
+"""Messages: how an SMS is accepted, stored, tracked and shown."""

@@ -1,0 +1,336 @@
+"""Accepting messages: recipient, checks, encoding, the outbox row. Sending is the outbox's job."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth.principal import Principal, Scope
+from app.core.crypto import PhoneCipher
+from app.core.errors import Forbidden, Unprocessable
+from app.core.phone import InvalidPhoneNumber, mask_phone, normalize_sms_number
+from app.core.settings import Settings
+from app.messages import encoding, repository
+from app.messages.categories import BODY_NOT_STORED, IGNORES_SMS_ENABLED, PREFERENCE_KEY, Category
+from app.messages.exceptions import (
+    BodyTooLong,
+    CountryNotAllowed,
+    MessageNotFound,
+    NoPhoneNumber,
+    NotCancellable,
+    PhoneNotVerified,
+    RecipientOptedOut,
+)
+from app.messages.models import Message, MessageEvent
+from app.messages.repository import MessageFilter
+from app.messages.schemas import MessageOut, MessagePage, SelfTestRequest, SendRequest, StatusChange
+from app.messages.status import Status
+from app.optouts import service as optouts
+from app.preferences.service import get_preferences
+from app.users import service as users
+from app.users.exceptions import InvalidPhoneNumberError
+from app.users.models import User
+
+MAX_SCHEDULE_AHEAD = timedelta(days=90)
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    e164: str | None
+    region: str | None
+    user: User | None = None
+    suppression_reason: str | None = None
+
+
+def principal_ref(principal: Principal) -> str:
+    """How a message records who asked for it (audit)."""
+    return f"{principal.kind}:{principal.id}"
+
+
+async def send(
+    session: AsyncSession,
+    cipher: PhoneCipher,
+    settings: Settings,
+    principal: Principal,
+    request: SendRequest,
+) -> MessageOut:
+    if request.user_id is not None:
+        recipient = await _user_recipient(
+            session, cipher, settings, request.user_id, request.category
+        )
+    else:
+        assert request.to is not None
+        recipient = _direct_recipient(settings, request.to, request.country, field="body.to")
+    if (
+        recipient.e164
+        and not recipient.suppression_reason
+        and await optouts.is_opted_out(session, cipher.blind_index(recipient.e164))
+    ):
+        recipient = Recipient(recipient.e164, recipient.region, recipient.user, "opted_out")
+    message = await _store(
+        session,
+        cipher,
+        settings,
+        principal,
+        recipient,
+        body=request.body,
+        category=request.category,
+        send_at=request.send_at,
+        reference=request.reference,
+        smart_encoding=request.smart_encoding,
+    )
+    return await describe(session, cipher, message)
+
+
+async def send_test(
+    session: AsyncSession,
+    cipher: PhoneCipher,
+    settings: Settings,
+    principal: Principal,
+    request: SelfTestRequest,
+) -> MessageOut:
+    """A test message to the caller's own number; admins may name another."""
+    if request.to is not None:
+        if not principal.is_admin:
+            raise Forbidden("only admins may send a test to another number", code="missing_scope")
+        recipient = _direct_recipient(settings, request.to, None, field="body.to")
+    elif principal.kind != "user":
+        raise Unprocessable("a service has no number of its own: give `to` (admins only)")
+    else:
+        recipient = await _own_number(session, cipher, settings, principal.id)
+    if recipient.e164 and await optouts.is_opted_out(session, cipher.blind_index(recipient.e164)):
+        raise RecipientOptedOut("this number replied STOP; it must reply START first")
+    message = await _store(
+        session, cipher, settings, principal, recipient, body=request.body, category=Category.TEST
+    )
+    return await describe(session, cipher, message)
+
+
+async def _own_number(
+    session: AsyncSession, cipher: PhoneCipher, settings: Settings, external_id: str
+) -> Recipient:
+    user, _ = await users.get_or_create_user(session, external_id)
+    if user.phone_encrypted is None:
+        raise NoPhoneNumber("add a phone number to your profile first")
+    if settings.sms_require_verified_phone and user.phone_verified_at is None:
+        raise PhoneNotVerified("verify your phone number first")
+    if settings.sms_allowed_countries and user.phone_region not in settings.sms_allowed_countries:
+        raise CountryNotAllowed(f"SMS to {user.phone_region} numbers is not enabled")
+    return Recipient(cipher.decrypt(user.phone_encrypted), user.phone_region, user)
+
+
+async def _user_recipient(
+    session: AsyncSession,
+    cipher: PhoneCipher,
+    settings: Settings,
+    external_id: str,
+    category: Category,
+) -> Recipient:
+    """The user's number, or why it must not be used (recorded as a suppressed message)."""
+    user = await users.get_user(session, external_id)
+    if user.phone_encrypted is None:
+        return Recipient(None, None, user, "no_phone_number")
+    e164 = cipher.decrypt(user.phone_encrypted)
+    if settings.sms_require_verified_phone and user.phone_verified_at is None:
+        return Recipient(e164, user.phone_region, user, "phone_not_verified")
+    if settings.sms_allowed_countries and user.phone_region not in settings.sms_allowed_countries:
+        return Recipient(e164, user.phone_region, user, "country_not_allowed")
+    preferences = await get_preferences(session, user.id)
+    if not preferences.sms_enabled and category not in IGNORES_SMS_ENABLED:
+        return Recipient(e164, user.phone_region, user, "sms_disabled")
+    key = PREFERENCE_KEY[category]
+    if key is not None and not getattr(preferences, key):
+        return Recipient(e164, user.phone_region, user, "preference_off")
+    return Recipient(e164, user.phone_region, user)
+
+
+def _direct_recipient(
+    settings: Settings, raw: str, country: str | None, *, field: str
+) -> Recipient:
+    """A number an authorised service gave: used as given, if it can take SMS where allowed."""
+    try:
+        check = normalize_sms_number(raw, country, settings.default_phone_region)
+    except InvalidPhoneNumber as error:
+        raise InvalidPhoneNumberError(error, field=field) from error
+    if settings.sms_allowed_countries and check.region not in settings.sms_allowed_countries:
+        raise CountryNotAllowed(f"SMS to {check.region} numbers is not enabled")
+    return Recipient(check.e164, check.region)
+
+
+async def _store(
+    session: AsyncSession,
+    cipher: PhoneCipher,
+    settings: Settings,
+    principal: Principal,
+    recipient: Recipient,
+    *,
+    body: str,
+    category: Category,
+    send_at: datetime | None = None,
+    reference: str | None = None,
+    smart_encoding: bool = False,
+) -> Message:
+    final_body = encoding.smart_encode(body) if smart_encoding else body
+    if len(final_body) > encoding.MAX_BODY_CHARACTERS:
+        raise BodyTooLong(
+            f"the body has {len(final_body)} characters; at most "
+            f"{encoding.MAX_BODY_CHARACTERS} fit in one SMS message"
+        )
+    now = datetime.now(UTC)
+    if send_at is not None and send_at - now > MAX_SCHEDULE_AHEAD:
+        raise Unprocessable(f"`send_at` is at most {MAX_SCHEDULE_AHEAD.days} days ahead")
+    due = send_at if send_at is not None and send_at > now else now
+    status = Status.SCHEDULED if due > now else Status.QUEUED
+    if recipient.suppression_reason:
+        status = Status.SUPPRESSED
+    shape = encoding.shape(final_body)
+    message = Message(
+        user_id=recipient.user.id if recipient.user else None,
+        to_encrypted=cipher.encrypt(recipient.e164) if recipient.e164 else None,
+        to_index=cipher.blind_index(recipient.e164) if recipient.e164 else None,
+        to_region=recipient.region,
+        body=None if category in BODY_NOT_STORED else final_body,
+        category=category,
+        status=status,
+        suppression_reason=recipient.suppression_reason,
+        encoding=shape.encoding,
+        segments=shape.segments,
+        reference=reference,
+        requested_by=principal_ref(principal),
+        send_at=send_at,
+        next_attempt_at=due,
+        expires_at=due + timedelta(seconds=settings.message_validity_seconds),
+        final_at=now if status is Status.SUPPRESSED else None,
+    )
+    event = MessageEvent(status=status, source="api", detail=recipient.suppression_reason)
+    return await repository.add(session, message, event)
+
+
+async def describe(session: AsyncSession, cipher: PhoneCipher, message: Message) -> MessageOut:
+    owner = await users.external_id_of(session, message.user_id) if message.user_id else None
+    events = (await repository.history(session, [message.id])).get(message.id, [])
+    return _out(cipher, message, owner, events)
+
+
+def _out(
+    cipher: PhoneCipher, message: Message, owner: str | None, events: list[MessageEvent]
+) -> MessageOut:
+    return MessageOut(
+        id=message.id,
+        status=Status(message.status),
+        twilio_status=message.twilio_status,
+        twilio_sid=message.twilio_sid,
+        to=mask_phone(cipher.decrypt(message.to_encrypted)) if message.to_encrypted else "",
+        user_id=owner,
+        category=Category(message.category),
+        body=message.body,
+        encoding=message.encoding,
+        segments=message.segments,
+        price=message.price,
+        price_unit=message.price_unit,
+        error_code=message.error_code,
+        error_message=message.error_message,
+        suppression_reason=message.suppression_reason,
+        reference=message.reference,
+        requested_by=message.requested_by,
+        send_at=message.send_at,
+        attempts=message.attempts,
+        created_at=message.created_at,
+        updated_at=message.updated_at,
+        final_at=message.final_at,
+        history=[
+            StatusChange(
+                status=Status(event.status),
+                twilio_status=event.twilio_status,
+                error_code=event.error_code,
+                source=event.source,
+                at=event.created_at,
+            )
+            for event in events
+        ],
+    )
+
+
+async def _visible(
+    session: AsyncSession, principal: Principal, message: Message, owner: str | None
+) -> bool:
+    if principal.can(Scope.SMS_READ) or message.requested_by == principal_ref(principal):
+        return True
+    return principal.kind == "user" and owner == principal.id
+
+
+async def get_message(
+    session: AsyncSession, cipher: PhoneCipher, principal: Principal, message_id: uuid.UUID
+) -> MessageOut:
+    found = await repository.get(session, message_id)
+    # Someone else's message is "not found": its existence is not the caller's business.
+    if found is None or not await _visible(session, principal, *found):
+        raise MessageNotFound(f"no message {message_id}")
+    message, owner = found
+    events = (await repository.history(session, [message.id])).get(message.id, [])
+    return _out(cipher, message, owner, events)
+
+
+async def list_messages(
+    session: AsyncSession,
+    cipher: PhoneCipher,
+    principal: Principal,
+    where: MessageFilter,
+    *,
+    cursor: str | None,
+    limit: int,
+) -> MessagePage:
+    if not principal.can(Scope.SMS_READ):
+        if principal.kind == "user":  # a user sees the messages sent to them
+            user = await users.find_user(session, principal.id)
+            if user is None:
+                return MessagePage(messages=[], next_cursor=None)
+            where = MessageFilter(**{**where.__dict__, "user_id": user.id})
+        else:  # a service without sms:read sees what it sent
+            where = MessageFilter(**{**where.__dict__, "requested_by": principal_ref(principal)})
+    rows = await repository.page(session, where, before=_decode_cursor(cursor), limit=limit + 1)
+    shown = rows[:limit]
+    events = await repository.history(session, [message.id for message, _ in shown])
+    messages = [
+        _out(cipher, message, owner, events.get(message.id, [])) for message, owner in shown
+    ]
+    last = shown[-1][0] if len(rows) > limit else None
+    return MessagePage(messages=messages, next_cursor=_encode_cursor(last) if last else None)
+
+
+def _encode_cursor(message: Message) -> str:
+    raw = f"{message.created_at.isoformat()}|{message.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def _decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
+    if cursor is None:
+        return None
+    try:
+        created_at, _, message_id = base64.urlsafe_b64decode(cursor).decode().partition("|")
+        return datetime.fromisoformat(created_at), uuid.UUID(message_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as error:
+        raise Unprocessable("`cursor` is not one this API gave out") from error
+
+
+async def cancel(
+    session: AsyncSession, cipher: PhoneCipher, principal: Principal, message_id: uuid.UUID
+) -> MessageOut:
+    found = await repository.get(session, message_id)
+    if found is None or not await _visible(session, principal, *found):
+        raise MessageNotFound(f"no message {message_id}")
+    if not (principal.can(Scope.SMS_SEND) or found[0].requested_by == principal_ref(principal)):
+        raise Forbidden("cancelling needs the `sms:send` scope or to have sent it")
+    cancelled = await repository.cancel(session, message_id)
+    if cancelled is None:
+        raise NotCancellable(
+            f"the message is {found[0].status}: only messages not yet handed to Twilio can be "
+            "cancelled"
+        )
+    await repository.add_events(session, [message_id], Status.CANCELLED, source="api")
+    return await describe(session, cipher, cancelled)

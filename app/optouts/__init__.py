@@ -1,0 +1,1 @@
+"""Opt-outs: STOP/START/HELP, the suppression list and the consent history."""

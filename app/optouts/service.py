@@ -1,0 +1,87 @@
+"""STOP, START and HELP: the suppression list and the consent history behind them."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.optouts import repository
+
+# Single-word keywords, case-insensitive (twilio/FACTS.md).
+OPT_OUT_KEYWORDS = frozenset(
+    {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
+)
+OPT_IN_KEYWORDS = frozenset({"START", "YES", "UNSTOP"})
+HELP_KEYWORDS = frozenset({"HELP", "INFO"})
+
+
+class Keyword(StrEnum):
+    OPT_OUT = "opt_out"
+    OPT_IN = "opt_in"
+    HELP = "help"
+
+
+def keyword_of(body: str) -> tuple[Keyword, str] | None:
+    word = body.strip().upper()
+    if word in OPT_OUT_KEYWORDS:
+        return Keyword.OPT_OUT, word
+    if word in OPT_IN_KEYWORDS:
+        return Keyword.OPT_IN, word
+    if word in HELP_KEYWORDS:
+        return Keyword.HELP, word
+    return None
+
+
+async def is_opted_out(session: AsyncSession, phone_index: bytes) -> bool:
+    return await repository.is_suppressed(session, phone_index)
+
+
+async def opt_out(
+    session: AsyncSession,
+    phone_index: bytes,
+    *,
+    source: str,
+    keyword: str | None = None,
+    message_sid: str | None = None,
+) -> bool:
+    """Stops everything to the number; True if it was not stopped already. Every STOP is
+    recorded, even a repeated one: the history is the evidence."""
+    added = await repository.suppress(session, phone_index, reason=keyword or source)
+    await repository.record_consent(
+        session,
+        phone_index,
+        kind=Keyword.OPT_OUT,
+        source=source,
+        keyword=keyword,
+        message_sid=message_sid,
+    )
+    return added
+
+
+async def opt_in(
+    session: AsyncSession, phone_index: bytes, *, source: str, keyword: str, message_sid: str | None
+) -> bool:
+    removed = await repository.unsuppress(session, phone_index)
+    await repository.record_consent(
+        session,
+        phone_index,
+        kind=Keyword.OPT_IN,
+        source=source,
+        keyword=keyword,
+        message_sid=message_sid,
+    )
+    return removed
+
+
+async def record_help(
+    session: AsyncSession, phone_index: bytes, *, keyword: str, message_sid: str | None
+) -> None:
+    await repository.record_consent(
+        session,
+        phone_index,
+        kind=Keyword.HELP,
+        source="inbound_sms",
+        keyword=keyword,
+        message_sid=message_sid,
+    )

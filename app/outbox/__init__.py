@@ -1,0 +1,1 @@
+"""The outbox: claiming queued messages and handing each to Twilio exactly once."""

@@ -1,0 +1,147 @@
+"""The outbox's SQL: atomic claims, outcomes, and what the sweeper finds due."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.messages.models import Message
+from app.messages.repository import add_events
+from app.messages.status import Status
+
+_CLAIMABLE = and_(
+    Message.status.in_([Status.QUEUED, Status.SENDING]),
+    Message.twilio_sid.is_(None),
+    or_(Message.lease_until.is_(None), Message.lease_until < func.now()),
+)
+
+
+async def claim(session: AsyncSession, message_id: uuid.UUID, lease: timedelta) -> Message | None:
+    """queued (or waiting for a retry) -> sending, held for `lease`, in one statement: of two
+    workers only one gets the row. A lease that ran out means a worker died mid-attempt: the
+    attempt may have reached Twilio, so the message is looked up there before any resend."""
+    statement = (
+        update(Message)
+        .where(Message.id == message_id, _CLAIMABLE, Message.next_attempt_at <= func.now())
+        .values(
+            status=Status.SENDING,
+            attempts=Message.attempts + 1,
+            last_attempt_at=func.now(),
+            lease_until=func.now() + lease,
+            needs_reconciliation=Message.needs_reconciliation | Message.lease_until.is_not(None),
+        )
+        .returning(Message)
+        .execution_options(populate_existing=True)
+    )
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def record_accepted(
+    session: AsyncSession,
+    message_id: uuid.UUID,
+    *,
+    sid: str,
+    twilio_status: str,
+    status: Status,
+    sender: str | None,
+) -> None:
+    await session.execute(
+        update(Message)
+        .where(Message.id == message_id)
+        .values(
+            twilio_sid=sid,
+            twilio_status=twilio_status,
+            status=status,
+            sender=sender,
+            lease_until=None,
+            needs_reconciliation=False,
+            error_code=None,
+            error_message=None,
+        )
+    )
+
+
+async def schedule_retry(
+    session: AsyncSession,
+    message_id: uuid.UUID,
+    *,
+    at: datetime,
+    reconcile: bool,
+    error_code: int | None,
+    error_message: str | None,
+) -> None:
+    await session.execute(
+        update(Message)
+        .where(Message.id == message_id)
+        .values(
+            next_attempt_at=at,
+            lease_until=None,
+            needs_reconciliation=reconcile,
+            error_code=error_code,
+            error_message=error_message,
+        )
+    )
+
+
+async def finish(
+    session: AsyncSession,
+    message_id: uuid.UUID,
+    *,
+    status: Status,
+    error_code: int | None = None,
+    error_message: str | None = None,
+    suppression_reason: str | None = None,
+) -> None:
+    await session.execute(
+        update(Message)
+        .where(Message.id == message_id)
+        .values(
+            status=status,
+            error_code=error_code,
+            error_message=error_message,
+            suppression_reason=suppression_reason,
+            lease_until=None,
+            final_at=func.now(),
+        )
+    )
+
+
+async def known_sids(session: AsyncSession, sids: Sequence[str]) -> set[str]:
+    statement = select(Message.twilio_sid).where(Message.twilio_sid.in_(sids))
+    return {sid for sid in (await session.execute(statement)).scalars() if sid}
+
+
+async def due(session: AsyncSession, *, limit: int) -> list[uuid.UUID]:
+    """Messages that should be on the queue now: new, retrying, or left by a dead worker."""
+    statement = (
+        select(Message.id)
+        .where(_CLAIMABLE, Message.next_attempt_at <= func.now())
+        .order_by(Message.next_attempt_at)
+        .limit(limit)
+    )
+    return list((await session.execute(statement)).scalars())
+
+
+async def release_scheduled(session: AsyncSession, *, limit: int) -> list[uuid.UUID]:
+    """Scheduled messages whose time has come become queued (with their event), set-based."""
+    ready = (
+        select(Message.id)
+        .where(Message.status == Status.SCHEDULED, Message.send_at <= func.now())
+        .order_by(Message.send_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    statement = (
+        update(Message)
+        .where(Message.id.in_(ready.scalar_subquery()))
+        .values(status=Status.QUEUED)
+        .returning(Message.id)
+    )
+    released = list((await session.execute(statement)).scalars())
+    if released:
+        await add_events(session, released, Status.QUEUED, source="sweeper")
+    return released

@@ -1,0 +1,244 @@
+"""Where a message is claimed and handed to Twilio, exactly once.
+
+An attempt: claim the row (one atomic update), check the number is still allowed, then create
+the message at Twilio. What happens next depends on what Twilio's answer means for a resend:
+- accepted: keep the SID; callbacks and the poller take it from there;
+- never processed (429, queue full, no connection): retry with exponential backoff and jitter
+  within the message's validity;
+- maybe processed (timeout, dropped connection, 5xx): never resend blindly; the next attempt
+  first looks for the message at Twilio and adopts its SID when found;
+- refused for good: the message fails at once (21610 also puts the number on the STOP list).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.core.crypto import PhoneCipher
+from app.core.database import transaction
+from app.core.settings import Settings
+from app.messages import repository as messages_repository
+from app.messages.categories import IGNORES_SMS_ENABLED, PREFERENCE_KEY, Category
+from app.messages.models import Message
+from app.messages.status import FROM_TWILIO, Status
+from app.optouts import service as optouts
+from app.outbox import repository
+from app.preferences.service import get_preferences
+from app.twilio.client import TwilioClient
+from app.twilio.errors import (
+    OPT_OUT_CODE,
+    TwilioAmbiguousError,
+    TwilioError,
+    TwilioPermanentError,
+    TwilioRetryableError,
+    meaning_of,
+)
+from app.twilio.schemas import NewMessage, TwilioMessage
+
+logger = logging.getLogger(__name__)
+
+WEBHOOK_PATH = "/api/sms/webhook"
+# Twilio's list may lag behind its create by a moment: look again after this.
+RECONCILE_DELAY = timedelta(seconds=2)
+_BACKOFF_BASE_SECONDS = 2.0
+_BACKOFF_CAP_SECONDS = 300.0
+# A sender queue over 10 hours deep will not drain in seconds.
+_QUEUE_FULL_BASE_SECONDS = 60.0
+_QUEUE_FULL_CODE = 21611
+# Clocks differ: a message Twilio took may carry a date_created a little before ours.
+_RECONCILE_SKEW = timedelta(minutes=5)
+_RECONCILE_GRACE = timedelta(hours=1)
+
+
+class Outcome(StrEnum):
+    ACCEPTED = "accepted"
+    ADOPTED = "adopted"
+    RETRY = "retry"
+    FAILED = "failed"
+    SUPPRESSED = "suppressed"
+    NOT_CLAIMED = "not_claimed"
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    outcome: Outcome
+    retry_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outbox:
+    settings: Settings
+    sessionmaker: async_sessionmaker[AsyncSession]
+    cipher: PhoneCipher
+    twilio: TwilioClient
+    # Jitter, not secrets; tests pass a seeded one.
+    random: random.Random = field(default_factory=random.Random)
+
+    @property
+    def lease(self) -> timedelta:
+        # Long enough for one Twilio call and its bookkeeping, however slow.
+        return timedelta(seconds=self.settings.twilio_timeout_seconds * 3 + 30)
+
+    async def send(self, message_id: uuid.UUID) -> Attempt:
+        async with transaction(self.sessionmaker) as session:
+            message = await repository.claim(session, message_id, self.lease)
+            if message is None:
+                return Attempt(Outcome.NOT_CLAIMED)
+            if message.attempts == 1 and not message.needs_reconciliation:
+                await messages_repository.add_events(
+                    session, [message.id], Status.SENDING, source="worker"
+                )
+            blocked = await self._blocked(session, message)
+            if blocked is not None:
+                await repository.finish(
+                    session, message.id, status=Status.SUPPRESSED, suppression_reason=blocked
+                )
+                await messages_repository.add_events(
+                    session, [message.id], Status.SUPPRESSED, source="worker", detail=blocked
+                )
+                return Attempt(Outcome.SUPPRESSED)
+            now = datetime.now(UTC)
+            if message.expires_at <= now and not message.needs_reconciliation:
+                await self._fail(session, message, None, "expired before Twilio accepted it")
+                return Attempt(Outcome.FAILED)
+        assert message.to_encrypted is not None
+        to = self.cipher.decrypt(message.to_encrypted)
+
+        if message.needs_reconciliation:
+            try:
+                found = await self._find_at_twilio(message, to)
+            except TwilioError as error:
+                return await self._retry(message, error, reconcile=True)
+            if found is not None:
+                await self._accepted(message, found, adopted=True)
+                return Attempt(Outcome.ADOPTED)
+            if message.expires_at <= datetime.now(UTC):
+                async with transaction(self.sessionmaker) as session:
+                    await self._fail(session, message, None, "expired; Twilio has no trace of it")
+                return Attempt(Outcome.FAILED)
+
+        account = self.twilio.account
+        remaining = int((message.expires_at - datetime.now(UTC)).total_seconds())
+        request = NewMessage(
+            to=to,
+            body=message.body or "",
+            from_number=account.from_number,
+            messaging_service_sid=account.messaging_service_sid,
+            status_callback=self.settings.public_base + WEBHOOK_PATH,
+            validity_period=max(1, min(remaining, 36000)),
+        )
+        try:
+            created = await self.twilio.create_message(request)
+        except TwilioRetryableError as error:
+            return await self._retry(message, error, reconcile=False)
+        except TwilioAmbiguousError as error:
+            logger.warning("ambiguous answer from Twilio for message %s: %s", message.id, error)
+            return await self._retry(message, error, reconcile=True)
+        except TwilioPermanentError as error:
+            async with transaction(self.sessionmaker) as session:
+                await self._fail(session, message, error.code, error.message)
+                if error.code == OPT_OUT_CODE and message.to_index is not None:
+                    await optouts.opt_out(session, message.to_index, source="twilio_21610")
+            return Attempt(Outcome.FAILED)
+        except TwilioError as error:  # an answer we could not read: as unsure as a timeout
+            return await self._retry(message, error, reconcile=True)
+        await self._accepted(message, created, adopted=False)
+        return Attempt(Outcome.ACCEPTED)
+
+    async def _blocked(self, session: AsyncSession, message: Message) -> str | None:
+        """Why the message must not go out now, checked at send time: a STOP or a preference
+        turned off after the message was queued still counts."""
+        if message.to_index is not None and await optouts.is_opted_out(session, message.to_index):
+            return "opted_out"
+        if message.user_id is None:
+            return None
+        category = Category(message.category)
+        preferences = await get_preferences(session, message.user_id)
+        if not preferences.sms_enabled and category not in IGNORES_SMS_ENABLED:
+            return "sms_disabled"
+        key = PREFERENCE_KEY[category]
+        if key is not None and not getattr(preferences, key):
+            return "preference_off"
+        return None
+
+    async def _find_at_twilio(self, message: Message, to: str) -> TwilioMessage | None:
+        """The message Twilio may have accepted on an attempt whose answer we never read."""
+        since = (message.send_at or message.created_at) - _RECONCILE_SKEW
+        candidates = [
+            candidate
+            for candidate in await self.twilio.list_messages(to=to, sent_on_or_after=since)
+            if candidate.body == message.body
+            and (candidate.date_created is None or candidate.date_created >= since)
+        ]
+        if not candidates:
+            return None
+        async with transaction(self.sessionmaker) as session:
+            # An identical message of ours, sent just before, is not this one.
+            taken = await repository.known_sids(session, [c.sid for c in candidates])
+        fresh = [candidate for candidate in candidates if candidate.sid not in taken]
+        return fresh[-1] if fresh else None  # newest first: the oldest is the likeliest
+
+    async def _accepted(self, message: Message, created: TwilioMessage, *, adopted: bool) -> None:
+        status = FROM_TWILIO.get(created.status, Status.SENDING)
+        async with transaction(self.sessionmaker) as session:
+            await repository.record_accepted(
+                session,
+                message.id,
+                sid=created.sid,
+                twilio_status=created.status,
+                status=status,
+                sender=created.from_ or created.messaging_service_sid,
+            )
+            await messages_repository.add_events(
+                session,
+                [message.id],
+                status,
+                source="worker",
+                twilio_status=created.status,
+                detail="adopted after an ambiguous attempt" if adopted else None,
+            )
+
+    async def _retry(self, message: Message, error: TwilioError, *, reconcile: bool) -> Attempt:
+        base = _QUEUE_FULL_BASE_SECONDS if error.code == _QUEUE_FULL_CODE else _BACKOFF_BASE_SECONDS
+        ceiling = min(_BACKOFF_CAP_SECONDS, base * 2 ** (message.attempts - 1))
+        delay = self.random.uniform(ceiling / 2, ceiling)  # jitter: retries do not bunch
+        if reconcile and not message.needs_reconciliation:
+            delay = RECONCILE_DELAY.total_seconds()  # the first look, soon
+        retry_at = datetime.now(UTC) + timedelta(seconds=delay)
+        # Resending stops at the message's validity; looking for a message Twilio may have
+        # taken goes on a while longer, so that a late answer is still recorded.
+        deadline = message.expires_at + (_RECONCILE_GRACE if reconcile else timedelta())
+        async with transaction(self.sessionmaker) as session:
+            if retry_at >= deadline:
+                await self._fail(session, message, error.code, f"gave up: {error.message}")
+                return Attempt(Outcome.FAILED)
+            await repository.schedule_retry(
+                session,
+                message.id,
+                at=retry_at,
+                reconcile=reconcile or message.needs_reconciliation,
+                error_code=error.code,
+                error_message=error.message,
+            )
+        return Attempt(Outcome.RETRY, retry_at)
+
+    async def _fail(
+        self, session: AsyncSession, message: Message, code: int | None, detail: str
+    ) -> None:
+        await repository.finish(
+            session,
+            message.id,
+            status=Status.FAILED,
+            error_code=code,
+            error_message=meaning_of(code) or detail,
+        )
+        await messages_repository.add_events(
+            session, [message.id], Status.FAILED, source="worker", error_code=code, detail=detail
+        )

@@ -1,0 +1,47 @@
+"""arq jobs of the outbox: thin, they call the outbox service."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from arq import Retry
+
+from app.core.database import transaction
+from app.core.state import State
+from app.outbox import repository
+from app.outbox.queue import enqueue_send
+from app.outbox.service import Outbox, Outcome
+
+SWEEP_BATCH = 1000
+
+
+def outbox_of(ctx: dict[str, Any]) -> Outbox:
+    outbox: Outbox = ctx["outbox"]
+    return outbox
+
+
+async def send_message(ctx: dict[str, Any], message_id: str) -> str:
+    attempt = await outbox_of(ctx).send(uuid.UUID(message_id))
+    if attempt.outcome is Outcome.RETRY and attempt.retry_at is not None:
+        # The same job again later: its id stays the message id.
+        delay = max(0.0, (attempt.retry_at - datetime.now(UTC)).total_seconds())
+        raise Retry(defer=delay)
+    return attempt.outcome.value
+
+
+async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
+    """Puts every due message on the queue: scheduled ones whose time came, retries, and
+    whatever a lost Redis or a dead worker dropped. Job ids make this safe to repeat."""
+    state: State = ctx["state"]
+    async with transaction(state["sessionmaker"]) as session:
+        released = await repository.release_scheduled(session, limit=SWEEP_BATCH)
+    enqueued = 0
+    while True:
+        async with transaction(state["sessionmaker"]) as session:
+            due = await repository.due(session, limit=SWEEP_BATCH)
+        enqueued += await enqueue_send(state["redis"], due)
+        if len(due) < SWEEP_BATCH:
+            break
+    return {"released": len(released), "enqueued": enqueued}

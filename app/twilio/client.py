@@ -1,0 +1,144 @@
+"""The one Twilio client: a configured httpx.AsyncClient, built once per process and injected.
+
+Create is not idempotent, so failures are sorted by what they mean for a retry: never sent
+(retryable), maybe sent (ambiguous: look before resending), or final (permanent)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import ValidationError
+
+from app.core.settings import TwilioAccount
+from app.twilio.errors import (
+    TWILIO_ERRORS,
+    Remedy,
+    TwilioAmbiguousError,
+    TwilioConfigurationError,
+    TwilioError,
+    TwilioNotFound,
+    TwilioPermanentError,
+    TwilioRetryableError,
+)
+from app.twilio.schemas import MessagePage, NewMessage, TwilioMessage
+
+_Resource = TypeVar("_Resource", TwilioMessage, MessagePage)
+
+API_VERSION = "2010-04-01"
+# Errors raised before a single byte of the request left: the request cannot have arrived.
+_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+class TwilioClient:
+    def __init__(
+        self,
+        account: TwilioAccount,
+        *,
+        timeout_seconds: float = 10.0,
+        max_connections: int = 50,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.account = account
+        self._http = httpx.AsyncClient(
+            base_url=f"{account.base_url}/{API_VERSION}/Accounts/{account.account_sid}",
+            auth=httpx.BasicAuth(account.username, account.password),
+            timeout=httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 5.0)),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            headers={"User-Agent": "sms-service/0.1", "Accept": "application/json"},
+            transport=transport,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def create_message(self, message: NewMessage) -> TwilioMessage:
+        response = await self._send("POST", "/Messages.json", data=message.form(), idempotent=False)
+        return self._parse(TwilioMessage, response)
+
+    async def fetch_message(self, sid: str) -> TwilioMessage:
+        response = await self._send("GET", f"/Messages/{sid}.json")
+        return self._parse(TwilioMessage, response)
+
+    async def list_messages(
+        self,
+        *,
+        to: str | None = None,
+        from_number: str | None = None,
+        sent_on_or_after: datetime | None = None,
+        page_size: int = 50,
+    ) -> list[TwilioMessage]:
+        """The first page, newest first: enough to find a message sent moments ago."""
+        params: dict[str, str] = {"PageSize": str(page_size)}
+        if to:
+            params["To"] = to
+        if from_number:
+            params["From"] = from_number
+        if sent_on_or_after is not None:
+            # The description types it `date-time` (Twilio reads the day of it).
+            params["DateSent>"] = sent_on_or_after.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        response = await self._send("GET", "/Messages.json", params=params)
+        return self._parse(MessagePage, response).messages
+
+    async def cancel_message(self, sid: str) -> TwilioMessage:
+        response = await self._send(
+            "POST", f"/Messages/{sid}.json", data={"Status": "canceled"}, idempotent=True
+        )
+        return self._parse(TwilioMessage, response)
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        data: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        idempotent: bool = True,
+    ) -> httpx.Response:
+        try:
+            response = await self._http.request(method, path, data=data, params=params)
+        except _NEVER_SENT as error:
+            raise TwilioRetryableError(f"could not reach Twilio: {error!r}") from error
+        except httpx.TransportError as error:
+            kind = TwilioRetryableError if idempotent else TwilioAmbiguousError
+            raise kind(f"no answer from Twilio: {error!r}") from error
+        if response.is_success:
+            return response
+        raise _error_for(response, idempotent=idempotent)
+
+    @staticmethod
+    def _parse(model: type[_Resource], response: httpx.Response) -> _Resource:
+        try:
+            return model.model_validate_json(response.content)
+        except ValidationError as error:
+            raise TwilioError(f"unexpected answer from Twilio: {error}") from error
+
+
+def _error_for(response: httpx.Response, *, idempotent: bool) -> TwilioError:
+    body = _json_or_empty(response)
+    code = body.get("code") if isinstance(body.get("code"), int) else None
+    message = str(body.get("message") or response.reason_phrase or "error")
+    status = response.status_code
+    info = TWILIO_ERRORS.get(code) if code is not None else None
+    if status == 429 or (info is not None and info.remedy is Remedy.RETRY):
+        return TwilioRetryableError(message, code=code, status=status)
+    if status >= 500:
+        kind = TwilioRetryableError if idempotent else TwilioAmbiguousError
+        return kind(message, code=code, status=status)
+    if status == 401 or (info is not None and info.remedy is Remedy.CONFIGURATION):
+        return TwilioConfigurationError(message, code=code, status=status)
+    if status == 404:
+        return TwilioNotFound(message, code=code, status=status)
+    return TwilioPermanentError(message, code=code, status=status)
+
+
+def _json_or_empty(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
