@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import sys
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,7 +21,6 @@ import pytest
 import redis.asyncio
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
-from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -39,7 +37,7 @@ from app.core.migrations import upgrade_to_head
 from app.core.settings import Settings
 from app.localdev.servers import start_postgres, start_redis
 from app.main import create_app
-from tests.support import RsaKeys, generate_rsa_keys
+from tests.support import RsaKeys, create_database, generate_rsa_keys, run_sql
 
 DEFAULT_TEST_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
 DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/15"
@@ -111,34 +109,17 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def migrated_database(database_url: str) -> Iterator[str]:
     """A database of this run's own (so runs side by side never meet), built by the migrations
     alone. Where the role may not create databases, the given one is emptied instead."""
-    name = f"sms_test_{secrets.token_hex(4)}"
-
-    async def create() -> bool:
-        connection = await asyncpg.connect(_asyncpg_dsn(database_url))
-        try:
-            await connection.execute(f'CREATE DATABASE "{name}"')
-        except asyncpg.InsufficientPrivilegeError:
-            await connection.execute("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public")
-            return False
-        finally:
-            await connection.close()
-        return True
-
-    async def drop() -> None:
-        connection = await asyncpg.connect(_asyncpg_dsn(database_url))
-        try:
-            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await connection.close()
-
-    own = asyncio.run(create())
-    url = make_url(database_url).set(database=name).render_as_string(False) if own else database_url
+    try:
+        url, drop = create_database(database_url, "sms_test")
+    except asyncpg.InsufficientPrivilegeError:
+        run_sql(database_url, "DROP SCHEMA IF EXISTS public CASCADE", "CREATE SCHEMA public")
+        url, drop = database_url, None
     upgrade_to_head(url)
     try:
         yield url
     finally:
-        if own:
-            asyncio.run(drop())
+        if drop is not None:
+            drop()
 
 
 @pytest.fixture(scope="session")

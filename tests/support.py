@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from sqlalchemy import NullPool, text
+from sqlalchemy import NullPool, make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 
@@ -49,3 +52,27 @@ def run_sql(url: str, *statements: str, autocommit: bool = False) -> list[tuple[
             await engine.dispose()
 
     return asyncio.run(run())
+
+
+def asyncpg_dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+def create_database(server_url: str, prefix: str) -> tuple[str, Callable[[], None]]:
+    """A new empty database on the server of `server_url`: its URL, and how to drop it.
+    Raises asyncpg.InsufficientPrivilegeError where the role may not create databases."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
+
+    async def execute(statement: str) -> None:
+        connection = await asyncpg.connect(asyncpg_dsn(server_url))
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    asyncio.run(execute(f'CREATE DATABASE "{name}"'))
+
+    def drop() -> None:
+        asyncio.run(execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    return make_url(server_url).set(database=name).render_as_string(False), drop

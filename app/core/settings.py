@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     message_validity_seconds: int = Field(default=36000, ge=60, le=36000)
     # Messages Twilio has not reported final after this long are fetched (backstop poller).
     status_poll_after_seconds: int = Field(default=600, ge=10)
+    # Backoff of retries after Twilio refused a message for now (doubling, with jitter).
+    send_retry_base_seconds: float = Field(default=2.0, gt=0, le=600)
+    send_retry_cap_seconds: float = Field(default=300.0, gt=0, le=3600)
     # Jobs one worker process runs at once (each mostly waits on Twilio).
     worker_max_jobs: int = Field(default=50, ge=1, le=1000)
 

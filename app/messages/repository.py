@@ -116,11 +116,12 @@ async def cancel(session: AsyncSession, message_id: uuid.UUID) -> Message | None
         update(Message)
         .where(
             Message.id == message_id,
+            # A message with a SID is Twilio's, whatever our status says.
+            Message.twilio_sid.is_(None),
             or_(
                 Message.status.in_([Status.SCHEDULED, Status.QUEUED]),
                 and_(
                     Message.status == Status.SENDING,
-                    Message.twilio_sid.is_(None),
                     Message.lease_until.is_(None),
                     Message.needs_reconciliation.is_(False),
                 ),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -288,11 +288,12 @@ async def list_messages(
     if not principal.can(Scope.SMS_READ):
         if principal.kind == "user":  # a user sees the messages sent to them
             user = await users.find_user(session, principal.id)
-            if user is None:
+            # Asking for another user's messages finds none, rather than one's own.
+            if user is None or where.user_id not in (None, user.id):
                 return MessagePage(messages=[], next_cursor=None)
-            where = MessageFilter(**{**where.__dict__, "user_id": user.id})
+            where = replace(where, user_id=user.id)
         else:  # a service without sms:read sees what it sent
-            where = MessageFilter(**{**where.__dict__, "requested_by": principal_ref(principal)})
+            where = replace(where, requested_by=principal_ref(principal))
     rows = await repository.page(session, where, before=_decode_cursor(cursor), limit=limit + 1)
     shown = rows[:limit]
     events = await repository.history(session, [message.id for message, _ in shown])
@@ -313,7 +314,10 @@ def _decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
         return None
     try:
         created_at, _, message_id = base64.urlsafe_b64decode(cursor).decode().partition("|")
-        return datetime.fromisoformat(created_at), uuid.UUID(message_id)
+        after = datetime.fromisoformat(created_at)
+        if after.tzinfo is None:  # ours always carry their zone
+            raise ValueError("a cursor's time has a zone")
+        return after, uuid.UUID(message_id)
     except (ValueError, binascii.Error, UnicodeDecodeError) as error:
         raise Unprocessable("`cursor` is not one this API gave out") from error
 

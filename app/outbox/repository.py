@@ -6,12 +6,12 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.messages.models import Message
 from app.messages.repository import add_events
-from app.messages.status import Status
+from app.messages.status import FINAL, Status
 
 _CLAIMABLE = and_(
     Message.status.in_([Status.QUEUED, Status.SENDING]),
@@ -48,7 +48,11 @@ async def record_accepted(
     twilio_status: str,
     status: Status,
     sender: str | None,
+    error_code: int | None = None,
+    error_message: str | None = None,
 ) -> None:
+    """Twilio has the message. One adopted late may already be final there: then it is final
+    here too (so its price is fetched and the poller leaves it), with Twilio's error."""
     await session.execute(
         update(Message)
         .where(Message.id == message_id)
@@ -59,8 +63,9 @@ async def record_accepted(
             sender=sender,
             lease_until=None,
             needs_reconciliation=False,
-            error_code=None,
-            error_message=None,
+            error_code=error_code,
+            error_message=error_message,
+            final_at=func.now() if status in FINAL else None,
         )
     )
 
@@ -115,15 +120,24 @@ async def known_sids(session: AsyncSession, sids: Sequence[str]) -> set[str]:
     return {sid for sid in (await session.execute(statement)).scalars() if sid}
 
 
-async def due(session: AsyncSession, *, limit: int) -> list[uuid.UUID]:
-    """Messages that should be on the queue now: new, retrying, or left by a dead worker."""
+DueCursor = tuple[datetime, uuid.UUID]
+
+
+async def due(
+    session: AsyncSession, *, limit: int, after: DueCursor | None = None
+) -> list[DueCursor]:
+    """Messages that should be on the queue now: new, retrying, or left by a dead worker, as
+    (next_attempt_at, id) in that order. Enqueuing changes no row, so the next batch starts
+    `after` the last one seen, or the same batch would come back forever."""
     statement = (
-        select(Message.id)
+        select(Message.next_attempt_at, Message.id)
         .where(_CLAIMABLE, Message.next_attempt_at <= func.now())
-        .order_by(Message.next_attempt_at)
+        .order_by(Message.next_attempt_at, Message.id)
         .limit(limit)
     )
-    return list((await session.execute(statement)).scalars())
+    if after is not None:
+        statement = statement.where(tuple_(Message.next_attempt_at, Message.id) > after)
+    return [(row[0], row[1]) for row in (await session.execute(statement)).all()]
 
 
 async def release_scheduled(session: AsyncSession, *, limit: int) -> list[uuid.UUID]:

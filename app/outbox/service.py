@@ -195,6 +195,8 @@ class Outbox:
                 twilio_status=created.status,
                 status=status,
                 sender=created.from_ or created.messaging_service_sid,
+                error_code=created.error_code,
+                error_message=meaning_of(created.error_code) or created.error_message,
             )
             await messages_repository.add_events(
                 session,
@@ -202,6 +204,7 @@ class Outbox:
                 status,
                 source="worker",
                 twilio_status=created.status,
+                error_code=created.error_code,
                 detail="adopted after an ambiguous attempt" if adopted else None,
             )
 

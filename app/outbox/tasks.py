@@ -38,10 +38,12 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
     async with transaction(state["sessionmaker"]) as session:
         released = await repository.release_scheduled(session, limit=SWEEP_BATCH)
     enqueued = 0
+    after: repository.DueCursor | None = None
     while True:
         async with transaction(state["sessionmaker"]) as session:
-            due = await repository.due(session, limit=SWEEP_BATCH)
-        enqueued += await enqueue_send(state["redis"], due)
+            due = await repository.due(session, limit=SWEEP_BATCH, after=after)
+        enqueued += await enqueue_send(state["redis"], [message_id for _, message_id in due])
         if len(due) < SWEEP_BATCH:
             break
+        after = due[-1]
     return {"released": len(released), "enqueued": enqueued}

@@ -118,7 +118,8 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.CheckConstraint(
-            "status IN ('scheduled', 'queued', 'sending', 'sent', 'delivered', 'undelivered', 'failed', 'cancelled', 'suppressed')",
+            "status IN ('scheduled', 'queued', 'sending', 'sent', 'delivered', "
+            "'undelivered', 'failed', 'cancelled', 'suppressed')",
             name=op.f("ck_messages_status_known"),
         ),
         sa.ForeignKeyConstraint(

@@ -1,0 +1,585 @@
+"""Delivery status: Twilio's signature, signed status callbacks (forward only, duplicates and
+late ones harmless), the backstop poller and the price fetcher."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.core.crypto import PhoneCipher
+from app.core.settings import Settings
+from app.delivery_status.tasks import fetch_prices, poll_statuses
+from app.twilio.client import TwilioClient
+from app.twilio.signature import compute_signature, validate_signature
+from tests.sending_support import (
+    TO,
+    add_message,
+    consents,
+    event_rows,
+    events,
+    is_suppressed,
+    load,
+    new_sid,
+    resource,
+    signed,
+    twilio_base,
+    twilio_signature,
+)
+
+WEBHOOK = "/api/sms/webhook"
+
+# --- X-Twilio-Signature (twilio/FACTS.md test vectors) --------------------------------------
+
+TOKEN = "12345"
+URL = "https://mycompany.com/myapp.php?foo=1&bar=2"
+URL_443 = "https://mycompany.com:443/myapp.php?foo=1&bar=2"
+PARAMS = {
+    "CallSid": "CA1234567890ABCDE",
+    "Caller": "+14158675309",
+    "Digits": "1234",
+    "From": "+14158675309",
+    "To": "+18005551212",
+}
+REPEATED = [
+    ("Sid", "CA123"),
+    ("SidAccount", "AC123"),
+    ("Digits", "5678"),
+    ("Digits", "1234"),
+    ("Digits", "1234"),
+]
+
+
+def test_the_first_vector() -> None:
+    assert compute_signature(TOKEN, URL, PARAMS) == "RSOYDt4T1cUTdK1PDd93/VVr8B8="
+    assert validate_signature(TOKEN, URL, PARAMS, "RSOYDt4T1cUTdK1PDd93/VVr8B8=")
+
+
+def test_the_vector_with_the_default_port() -> None:
+    assert compute_signature(TOKEN, URL_443, PARAMS) == "kvajT1Ptam85bY51eRf/AJRuM3w="
+    assert validate_signature(TOKEN, URL_443, PARAMS, "kvajT1Ptam85bY51eRf/AJRuM3w=")
+
+
+def test_the_vector_with_a_repeated_parameter() -> None:
+    assert compute_signature(TOKEN, URL, REPEATED) == "IK+Dwps556ElfBT0I3Rgjkr1wJU="
+    assert validate_signature(TOKEN, URL, REPEATED, "IK+Dwps556ElfBT0I3Rgjkr1wJU=")
+    assert not validate_signature(TOKEN, URL, REPEATED[:-2], "IK+Dwps556ElfBT0I3Rgjkr1wJU=")
+
+
+@pytest.mark.parametrize(
+    ("called", "signature"),
+    [
+        (URL, "kvajT1Ptam85bY51eRf/AJRuM3w="),  # signed with :443, configured without
+        (URL_443, "RSOYDt4T1cUTdK1PDd93/VVr8B8="),  # signed without, configured with
+    ],
+)
+def test_the_url_counts_with_and_without_its_default_port(called: str, signature: str) -> None:
+    assert validate_signature(TOKEN, called, PARAMS, signature)
+
+
+def test_http_urls_count_with_and_without_port_80_but_not_other_ports() -> None:
+    plain, with_80 = "http://example.com/hook", "http://example.com:80/hook"
+    assert validate_signature(TOKEN, plain, PARAMS, compute_signature(TOKEN, with_80, PARAMS))
+    assert validate_signature(TOKEN, with_80, PARAMS, compute_signature(TOKEN, plain, PARAMS))
+    other = compute_signature(TOKEN, "http://example.com:8080/hook", PARAMS)
+    assert not validate_signature(TOKEN, plain, PARAMS, other)
+    https = compute_signature(TOKEN, "https://example.com:80/hook", PARAMS)
+    assert not validate_signature(TOKEN, "https://example.com/hook", PARAMS, https)
+
+
+@pytest.mark.parametrize(
+    ("token", "url", "params"),
+    [
+        ("54321", URL, PARAMS),
+        (TOKEN, URL.replace("foo=1", "foo=2"), PARAMS),
+        (TOKEN, URL, {**PARAMS, "Digits": "1235"}),
+        (TOKEN, URL, {**PARAMS, "Extra": ""}),
+        (TOKEN, URL, {name: value for name, value in PARAMS.items() if name != "To"}),
+    ],
+)
+def test_anything_else_does_not_validate(token: str, url: str, params: dict[str, str]) -> None:
+    assert not validate_signature(token, url, params, "RSOYDt4T1cUTdK1PDd93/VVr8B8=")
+
+
+_SAFE = "abcdefghijklmnopqrstuvwxyz0123456789"
+urls = st.builds(
+    lambda scheme, host, port, path, query: (
+        f"{scheme}://{host}{'' if port is None else f':{port}'}/{path}{query}"
+    ),
+    st.sampled_from(["http", "https"]),
+    st.from_regex(r"[a-z][a-z0-9]{0,10}(\.[a-z]{2,5}){0,2}", fullmatch=True),
+    st.none() | st.integers(min_value=1, max_value=9999),
+    st.from_regex(r"[a-zA-Z0-9_/.-]{0,20}", fullmatch=True),
+    st.just("") | st.from_regex(r"\?[a-z]{1,5}=[a-zA-Z0-9%]{0,8}", fullmatch=True),
+)
+names = st.text(min_size=1, max_size=12)
+values = st.text(max_size=24)
+
+
+def _changed(text: str, position: int) -> str:
+    """One character of `text` replaced by another (a digit by a digit: ports stay ports)."""
+    old = text[position]
+    pool = "0123456789" if old.isdigit() else _SAFE
+    new = next(char for char in pool if char != old)
+    return text[:position] + new + text[position + 1 :]
+
+
+@given(
+    token=st.text(min_size=1, max_size=20),
+    url=urls,
+    params=st.lists(st.tuples(names, values), max_size=8),
+)
+def test_any_request_signed_validates(token: str, url: str, params: list[tuple[str, str]]) -> None:
+    signature = compute_signature(token, url, params)
+    assert signature == twilio_signature(token, url, params)
+    assert validate_signature(token, url, params, signature)
+
+
+@given(
+    url=urls,
+    params=st.dictionaries(names, values, min_size=1, max_size=8),
+    data=st.data(),
+)
+def test_changing_one_character_of_a_value_breaks_the_signature(
+    url: str, params: dict[str, str], data: st.DataObject
+) -> None:
+    signature = compute_signature(TOKEN, url, params)
+    name = data.draw(st.sampled_from(sorted(params)))
+    value = params[name]
+    changed = _changed(value, data.draw(st.integers(0, len(value) - 1))) if value else "x"
+
+    assert not validate_signature(TOKEN, url, {**params, name: changed}, signature)
+
+
+@given(url=urls, params=st.dictionaries(names, values, max_size=6), data=st.data())
+def test_changing_one_character_of_the_url_breaks_the_signature(
+    url: str, params: dict[str, str], data: st.DataObject
+) -> None:
+    signature = compute_signature(TOKEN, url, params)
+    position = data.draw(st.integers(len("https://") - 1, len(url) - 1))
+
+    assert not validate_signature(TOKEN, _changed(url, position), params, signature)
+
+
+# --- the status callback -------------------------------------------------------------------
+
+
+def callback(sid: str, status: str, **extra: str) -> dict[str, str]:
+    """What Twilio posts to the StatusCallback URL."""
+    return {
+        "MessageSid": sid,
+        "SmsSid": sid,
+        "MessageStatus": status,
+        "SmsStatus": status,
+        "AccountSid": "AC" + "5a" * 16,
+        "From": "+15005550006",
+        "To": TO,
+        "ApiVersion": "2010-04-01",
+        **extra,
+    }
+
+
+async def post_callback(
+    client: httpx.AsyncClient, settings: Settings, params: dict[str, str]
+) -> httpx.Response:
+    return await client.post(WEBHOOK, data=params, headers=signed(settings, WEBHOOK, params))
+
+
+async def sent_message(
+    sessionmaker: async_sessionmaker[AsyncSession], cipher: PhoneCipher, **columns: Any
+) -> tuple[uuid.UUID, str]:
+    sid = new_sid()
+    columns = {"status": "sending", "twilio_status": "queued", "attempts": 1, **columns}
+    return await add_message(sessionmaker, cipher, twilio_sid=sid, **columns), sid
+
+
+async def test_callbacks_move_the_message_forward(
+    client: httpx.AsyncClient,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    cipher: PhoneCipher,
+) -> None:
+    message_id, sid = await sent_message(sessionmaker, cipher)
+
+    sent = await post_callback(client, settings, callback(sid, "sent"))
+    assert sent.status_code == 204
+    message = await load(sessionmaker, message_id)
+    assert (message.status, message.twilio_status, message.final_at) == ("sent", "sent", None)
+
+    delivered = await post_callback(
+        client, settings, callback(sid, "delivered", RawDlrDoneDate="2611211230")
+    )
+    assert delivered.status_code == 204
+    message = await load(sessionmaker, message_id)
+    assert (message.status, message.twilio_status) == ("delivered", "delivered")
+    assert message.final_at is not None
+    assert message.error_code is None
+    rows = await event_rows(sessionmaker, message_id)
+    assert [(row.status, row.source, row.twilio_status) for row in rows] == [
+        ("sent", "callback", "sent"),
+        ("delivered", "callback", "delivered"),
+    ]
+
+
+async def test_status_never_moves_backward(
+    client: httpx.AsyncClient,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    cipher: PhoneCipher,
+) -> None:
+    message_id, sid = await sent_message(sessionmaker, cipher)
+
+    for status in ("delivered", "sent", "sending", "queued", "undelivered", "failed"):
+        response = await post_callback(client, settings, callback(sid, status))
+        assert response.status_code == 204
+
+    message = await load(sessionmaker, message_id)
+    assert (message.status, message.twilio_status) == ("delivered", "delivered")
+    assert await events(sessionmaker, message_id) == [("delivered", "callback")]
+
+
+async def test_a_duplicate_callback_changes_nothing(
+    client: httpx.AsyncClient,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    cipher: PhoneCipher,
+) -> None:
+    message_id, sid = await sent_message(sessionmaker, cipher)
+    await post_callback(client, settings, callback(sid, "sent"))
+    first = await load(sessionmaker, message_id)
+
+    again = await post_callback(client, settings, callback(sid, "sent"))
+
+    assert again.status_code == 204
+    assert await events(sessionmaker, message_id) == [("sent", "callback")]
+    assert (await load(sessionmaker, message_id)).updated_at == first.updated_at
+
+
+async def test_a_callback_for_an_unknown_sid_is_acknowledged_and_ignored(
+    client: httpx.AsyncClient,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    cipher: PhoneCipher,
+) -> None:
+    message_id, _ = await sent_message(sessionmaker, cipher)
+
+    response = await post_callback(client, settings, callback(new_sid(), "delivered"))
+
+    assert response.status_code == 204
+    assert (await load(sessionmaker, message_id)).status == "sending"
+    assert await events(sessionmaker, message_id) == []
+
+
+async def test_undelivered_keeps_the_error_and_its_meaning(
+    client: httpx.AsyncClient,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    cipher: PhoneCipher,
+) -> None:
+    message_id, sid = await sent_message(sessionmaker, cipher, status="sent")
+
+    response = await post_callback(
+        client, settings, callback(sid, "undelivered", ErrorCode="30003")
+    )
+
+    assert response.status_code == 204
+    message = await load(sessionmaker, message_id)
+    assert (message.status, message.error_code, message.error_message) == (
+        "undelivered",
+        30003,
+        "unreachable handset",
+    )
+    assert message.final_at is not None
+    rows = await event_rows(sessionmaker, message_id)
+    assert [(row.status, row.error_code, row.source) for row in rows] == [
+        ("undelivered", 30003, "callback")
+    ]
+
+
+async def test_a_failed_callback_with_21610_records_the_opt_out(
+    client: httpx.AsyncClient,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    cipher: PhoneCipher,
+) -> None:
+    message_id, sid = await sent_message(sessionmaker, cipher)
+
+    await post_callback(client, settings, callback(sid, "failed", ErrorCode="21610"))
+
+    assert (await load(sessionmaker, message_id)).status == "failed"
+    assert await is_suppressed(sessionmaker, cipher, TO)
+    rows = await consents(sessionmaker, cipher, TO)
+    assert [(row.kind, row.source, row.message_sid) for row in rows] == [
+        ("opt_out", "twilio_21610", sid)
+    ]
+
+
+def _other_url(settings: Settings, params: dict[str, str]) -> dict[str, str]:
+    url = "http://testserver" + WEBHOOK  # what the app sees, not what Twilio called
+    return {"X-Twilio-Signature": twilio_signature(settings.twilio.auth_token, url, params)}
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param(lambda settings, params: {}, id="missing"),
+        pytest.param(lambda settings, params: {"X-Twilio-Signature": ""}, id="empty"),
+        pytest.param(
+            lambda settings, params: {
+                "X-Twilio-Signature": twilio_signature(
+                    "wrong-token", settings.public_base + WEBHOOK, params
+                )
+            },
+            id="wrong-token",
+        ),
+        pytest.param(_other_url, id="signed-for-the-url-the-app-sees"),
+        pytest.param(
+            lambda settings, params: signed(settings, "/api/sms/inbound", params), id="other-path"
+        ),
+        pytest.param(
+            lambda settings, params: signed(settings, WEBHOOK, {**params, "MessageStatus": "sent"}),
+            id="other-params",
+        ),
+    ],
+)
+async def test_a_callback_without_a_valid_signature_is_refused(
+    client: httpx.AsyncClient,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    cipher: PhoneCipher,
+    headers: Any,
+) -> None:
+    message_id, sid = await sent_message(sessionmaker, cipher)
+    params = callback(sid, "delivered")
+
+    response = await client.post(WEBHOOK, data=params, headers=headers(settings, params))
+
+    assert response.status_code == 403
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["code"] == "invalid_signature"
+    assert (await load(sessionmaker, message_id)).status == "sending"
+    assert await events(sessionmaker, message_id) == []
+
+
+async def test_the_signature_is_checked_on_the_public_url_not_the_one_the_app_sees(
+    client: httpx.AsyncClient,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    cipher: PhoneCipher,
+) -> None:
+    assert settings.public_base != "http://testserver"
+    _, sid = await sent_message(sessionmaker, cipher)
+    params = callback(sid, "sent")
+
+    assert (
+        await client.post(WEBHOOK, data=params, headers=_other_url(settings, params))
+    ).status_code == 403
+    assert (await post_callback(client, settings, params)).status_code == 204
+
+
+async def test_unknown_parameters_count_in_the_signature(
+    client: httpx.AsyncClient,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    cipher: PhoneCipher,
+) -> None:
+    message_id, sid = await sent_message(sessionmaker, cipher)
+    params = callback(sid, "sent", ChannelPrefix="sms", NewThing="added by Twilio one day")
+    without_new = {name: value for name, value in params.items() if name != "NewThing"}
+
+    refused = await client.post(
+        WEBHOOK, data=params, headers=signed(settings, WEBHOOK, without_new)
+    )
+    assert refused.status_code == 403
+    assert (await load(sessionmaker, message_id)).status == "sending"
+
+    accepted = await post_callback(client, settings, params)
+    assert accepted.status_code == 204
+    assert (await load(sessionmaker, message_id)).status == "sent"
+
+
+# --- the backstop poller and prices --------------------------------------------------------
+
+
+@pytest.fixture
+async def twilio(settings: Settings) -> AsyncIterator[TwilioClient]:
+    client = TwilioClient(settings.twilio, timeout_seconds=2)
+    yield client
+    await client.aclose()
+
+
+class FakeTwilio:
+    """Twilio's fetch endpoint: the resources it knows, 404 for any other SID."""
+
+    def __init__(self) -> None:
+        self.resources: dict[str, dict[str, Any]] = {}
+        self.fetched: list[str] = []
+
+    def answer(self, request: httpx.Request) -> httpx.Response:
+        found = re.search(r"/Messages/([^/]+)\.json$", request.url.path)
+        assert found is not None
+        sid = found.group(1)
+        self.fetched.append(sid)
+        if sid not in self.resources:
+            return httpx.Response(404, json={"code": 20404, "message": "not found", "status": 404})
+        return httpx.Response(200, json=self.resources[sid])
+
+
+@pytest.fixture
+def fake_twilio(settings: Settings) -> Iterator[FakeTwilio]:
+    fake = FakeTwilio()
+    with respx.mock(base_url=twilio_base(settings)) as router:
+        router.get(path__regex=r"/Messages/[^/]+\.json$").mock(side_effect=fake.answer)
+        yield fake
+
+
+def worker_ctx(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], twilio: TwilioClient
+) -> dict[str, Any]:
+    return {"state": {"settings": settings, "sessionmaker": sessionmaker, "twilio": twilio}}
+
+
+def ago(seconds: float) -> datetime:
+    return datetime.now(UTC) - timedelta(seconds=seconds)
+
+
+async def test_the_poller_applies_what_twilio_says_of_quiet_messages(
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    cipher: PhoneCipher,
+    twilio: TwilioClient,
+    fake_twilio: FakeTwilio,
+) -> None:
+    quiet = settings.status_poll_after_seconds
+    delivered_id, delivered_sid = await sent_message(
+        sessionmaker, cipher, status="sent", updated_at=ago(quiet + 60)
+    )
+    failed_id, failed_sid = await sent_message(sessionmaker, cipher, updated_at=ago(quiet + 60))
+    recent_id, recent_sid = await sent_message(sessionmaker, cipher, updated_at=ago(quiet / 2))
+    _, final_sid = await sent_message(
+        sessionmaker, cipher, status="delivered", updated_at=ago(quiet + 60)
+    )
+    fake_twilio.resources[delivered_sid] = resource(delivered_sid, status="delivered")
+    fake_twilio.resources[failed_sid] = resource(failed_sid, status="failed", error_code=30007)
+    fake_twilio.resources[recent_sid] = resource(recent_sid, status="delivered")
+    fake_twilio.resources[final_sid] = resource(final_sid, status="delivered")
+
+    moved = await poll_statuses(worker_ctx(settings, sessionmaker, twilio))
+
+    assert moved >= 2
+    assert set(fake_twilio.fetched) >= {delivered_sid, failed_sid}
+    assert recent_sid not in fake_twilio.fetched
+    assert final_sid not in fake_twilio.fetched
+    delivered = await load(sessionmaker, delivered_id)
+    assert (delivered.status, delivered.twilio_status) == ("delivered", "delivered")
+    assert delivered.final_at is not None
+    assert await events(sessionmaker, delivered_id) == [("delivered", "poller")]
+    failed = await load(sessionmaker, failed_id)
+    assert (failed.status, failed.error_code, failed.error_message) == (
+        "failed",
+        30007,
+        "carrier filtering",
+    )
+    assert (await load(sessionmaker, recent_id)).status == "sending"
+
+
+async def test_the_poller_without_news_waits_another_round(
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    cipher: PhoneCipher,
+    twilio: TwilioClient,
+    fake_twilio: FakeTwilio,
+) -> None:
+    quiet = settings.status_poll_after_seconds
+    message_id, sid = await sent_message(
+        sessionmaker, cipher, status="sent", twilio_status="sent", updated_at=ago(quiet + 60)
+    )
+    before = (await load(sessionmaker, message_id)).updated_at
+    fake_twilio.resources[sid] = resource(sid, status="sent")
+    ctx = worker_ctx(settings, sessionmaker, twilio)
+
+    await poll_statuses(ctx)
+
+    message = await load(sessionmaker, message_id)
+    assert message.status == "sent"
+    assert message.updated_at > before + timedelta(seconds=60)
+    assert await events(sessionmaker, message_id) == []
+    # Asked again only after another quiet period.
+    fake_twilio.fetched.clear()
+    await poll_statuses(ctx)
+    assert sid not in fake_twilio.fetched
+
+
+async def test_a_message_twilio_does_not_know_is_left_as_it_is(
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    cipher: PhoneCipher,
+    twilio: TwilioClient,
+    fake_twilio: FakeTwilio,
+) -> None:
+    quiet = settings.status_poll_after_seconds
+    unknown_id, unknown_sid = await sent_message(sessionmaker, cipher, updated_at=ago(quiet + 60))
+    known_id, known_sid = await sent_message(sessionmaker, cipher, updated_at=ago(quiet + 60))
+    fake_twilio.resources[known_sid] = resource(known_sid, status="delivered")
+
+    await poll_statuses(worker_ctx(settings, sessionmaker, twilio))
+
+    assert unknown_sid in fake_twilio.fetched
+    assert (await load(sessionmaker, unknown_id)).status == "sending"
+    assert (await load(sessionmaker, known_id)).status == "delivered"
+
+
+async def test_prices_are_fetched_once_the_message_is_final(
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    cipher: PhoneCipher,
+    twilio: TwilioClient,
+    fake_twilio: FakeTwilio,
+) -> None:
+    priced_id, priced_sid = await sent_message(
+        sessionmaker, cipher, status="delivered", final_at=ago(60)
+    )
+    pending_id, pending_sid = await sent_message(
+        sessionmaker, cipher, status="undelivered", final_at=ago(60)
+    )
+    fresh_id, fresh_sid = await sent_message(
+        sessionmaker, cipher, status="delivered", final_at=ago(5)
+    )
+    fake_twilio.resources[priced_sid] = resource(
+        priced_sid, status="delivered", price="-0.01580", price_unit="USD", num_segments="2"
+    )
+    fake_twilio.resources[pending_sid] = resource(pending_sid, status="undelivered", price=None)
+    fake_twilio.resources[fresh_sid] = resource(fresh_sid, status="delivered", price="-0.0079")
+    ctx = worker_ctx(settings, sessionmaker, twilio)
+
+    priced = await fetch_prices(ctx)
+
+    assert priced >= 1
+    assert fresh_sid not in fake_twilio.fetched  # not 30 s final yet
+    message = await load(sessionmaker, priced_id)
+    assert (message.price, message.price_unit, message.segments) == (Decimal("-0.01580"), "USD", 2)
+    assert message.price_checked_at is not None
+    pending = await load(sessionmaker, pending_id)
+    assert pending.price is None
+    assert pending.price_checked_at is None
+    assert (await load(sessionmaker, fresh_id)).price is None
+
+    # The next round asks again for the one without a price, never for the priced one.
+    fake_twilio.fetched.clear()
+    fake_twilio.resources[pending_sid] = resource(pending_sid, price="-0.00790")
+    await fetch_prices(ctx)
+    assert pending_sid in fake_twilio.fetched
+    assert priced_sid not in fake_twilio.fetched
+    pending = await load(sessionmaker, pending_id)
+    assert pending.price == Decimal("-0.00790")
+    assert pending.price_checked_at is not None

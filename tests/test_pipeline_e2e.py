@@ -1,0 +1,265 @@
+"""End to end through real processes: API (uvicorn), arq workers, the Twilio sandbox as its own
+server, PostgreSQL and Redis. What is checked is what users would see: the status the API
+reports, and what each number's inbox at the "carrier" received (never twice)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from app.auth import api_keys
+from app.auth.principal import Scope
+from app.core.database import transaction
+from app.core.migrations import upgrade_to_head
+from app.core.settings import Settings
+from app.messages.status import FINAL
+from tests.stack import Stack, redis_url_for_db, running_stack, wait_until
+from tests.support import create_database
+
+E2E_REDIS_DB = 12
+SETTLE_TIMEOUT = 30.0
+
+
+async def _create_key(database_url: str) -> str:
+    from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+    url = Settings(_env_file=None, database_url=database_url).database_url
+    assert url is not None
+    engine = create_async_engine(url)
+    try:
+        async with transaction(async_sessionmaker(engine)) as session:
+            created = await api_keys.create_key(
+                session, "e2e", [Scope.SMS_SEND, Scope.SMS_READ, Scope.USERS_WRITE]
+            )
+    finally:
+        await engine.dispose()
+    return created.secret
+
+
+@pytest.fixture(scope="module")
+def stack(
+    database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    url, drop = create_database(database_url, "sms_e2e")
+    e2e_redis = redis_url_for_db(redis_url, E2E_REDIS_DB)
+    redis.Redis.from_url(e2e_redis).flushdb()
+    try:
+        upgrade_to_head(url)
+        with running_stack(url, e2e_redis, tmp_path_factory.mktemp("e2e-logs")) as running:
+            running.extra_env["E2E_KEY"] = asyncio.run(_create_key(url))
+            running.start_worker("worker-1")
+            yield running
+    finally:
+        drop()
+
+
+@pytest.fixture(autouse=True)
+def clean_sandbox(stack: Stack) -> None:
+    stack.reset_sandbox()
+
+
+@pytest.fixture
+def api(stack: Stack) -> Iterator[httpx.Client]:
+    headers = {"Authorization": f"Bearer {stack.extra_env['E2E_KEY']}"}
+    with httpx.Client(base_url=stack.api, headers=headers, timeout=10) as client:
+        yield client
+
+
+def send(api: httpx.Client, to: str, body: str, **extra: Any) -> dict[str, Any]:
+    response = api.post("/api/sms/send", json={"to": to, "body": body, **extra})
+    assert response.status_code == 202, response.text
+    message: dict[str, Any] = response.json()
+    return message
+
+
+def settled(api: httpx.Client, message_id: str, timeout: float = SETTLE_TIMEOUT) -> dict[str, Any]:
+    """The message once its status is final (delivered, undelivered, failed, …)."""
+    found: dict[str, Any] = {}
+
+    def is_final() -> bool:
+        found.update(api.get(f"/api/sms/status/{message_id}").json())
+        return found.get("status") in FINAL
+
+    wait_until(is_final, timeout=timeout, interval=0.1, what=f"message {message_id} final")
+    return found
+
+
+def test_a_message_goes_queued_sending_sent_delivered(stack: Stack, api: httpx.Client) -> None:
+    message = send(api, "+14155552671", "Your booking is confirmed")
+    assert message["status"] == "queued"
+
+    final = settled(api, message["id"])
+
+    assert final["status"] == "delivered"
+    history = [
+        (change["status"], change["twilio_status"], change["source"]) for change in final["history"]
+    ]
+    assert history == [
+        ("queued", None, "api"),
+        ("sending", None, "worker"),  # claimed
+        ("sending", "queued", "worker"),  # Twilio took it
+        ("sent", "sent", "callback"),
+        ("delivered", "delivered", "callback"),
+    ]
+    assert final["twilio_sid"].startswith("SM")
+    inbox = stack.inbox("+14155552671")
+    assert [(item["sid"], item["body"]) for item in inbox] == [
+        (final["twilio_sid"], "Your booking is confirmed")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("number", "status", "code"),
+    [
+        ("+15005550001", "failed", 21211),
+        ("+15005550002", "failed", 21612),
+        ("+15005550003", "failed", 21408),
+        ("+15005550004", "failed", 21610),
+        ("+15005550009", "failed", 21614),
+        ("+15005550020", "undelivered", 30003),
+        ("+15005550021", "failed", 30008),
+        ("+15005550006", "delivered", None),
+    ],
+)
+def test_each_magic_number_ends_in_its_documented_state(
+    stack: Stack, api: httpx.Client, number: str, status: str, code: int | None
+) -> None:
+    final = settled(api, send(api, number, f"magic {number}")["id"])
+
+    assert (final["status"], final["error_code"]) == (status, code)
+    if code is not None:
+        assert final["error_message"]
+
+
+def test_21610_puts_the_number_on_the_stop_list(stack: Stack, api: httpx.Client) -> None:
+    settled(api, send(api, "+15005550004", "first")["id"])
+
+    second = send(api, "+15005550004", "second")
+
+    assert second["status"] == "suppressed"
+    assert second["suppression_reason"] == "opted_out"
+
+
+def test_429_storms_and_5xx_are_retried_to_success_without_duplicates(
+    stack: Stack, api: httpx.Client
+) -> None:
+    stack.set_faults(rate_429=0.5, rate_5xx=0.3, seed=7)
+    numbers = [f"+1415555{n:04d}" for n in range(2700, 2720)]
+
+    ids = [send(api, number, "storm")["id"] for number in numbers]
+    finals = [settled(api, message_id, timeout=60) for message_id in ids]
+
+    assert {final["status"] for final in finals} == {"delivered"}
+    assert max(final["attempts"] for final in finals) > 1  # the storm was real
+    received = Counter(item["to"] for item in stack.all_sandbox_messages())
+    assert received == Counter(numbers)
+
+
+def test_a_timeout_after_twilio_accepted_leads_to_adoption_not_a_resend(
+    stack: Stack, api: httpx.Client
+) -> None:
+    stack.set_faults(timeout_rate=1.0)
+    message = send(api, "+14155552680", "accepted, answer lost")
+
+    def taken_by_the_sandbox() -> bool:
+        return len(stack.inbox("+14155552680")) == 1
+
+    wait_until(taken_by_the_sandbox, timeout=10, what="the sandbox taking the message")
+    stack.set_faults()  # the next attempt's look-up must get an answer
+    final = settled(api, message["id"])
+
+    assert final["status"] == "delivered"
+    inbox = stack.inbox("+14155552680")
+    assert len(inbox) == 1
+    assert final["twilio_sid"] == inbox[0]["sid"]
+
+
+def test_an_opted_out_number_gets_nothing_even_for_messages_queued_before_the_stop(
+    stack: Stack, api: httpx.Client
+) -> None:
+    stack.stop("worker-1")
+    try:
+        queued = send(api, "+14155552690", "queued before the STOP")
+        reply = stack.signed_post(
+            "/api/sms/inbound",
+            {"MessageSid": "SM" + "0" * 32, "From": "+14155552690", "To": "+15005550006",
+             "Body": "STOP", "AccountSid": "AC" + "5a" * 16},
+        )  # fmt: skip
+        assert reply.status_code == 200
+        assert "unsubscribed" in reply.text
+    finally:
+        stack.start_worker("worker-1")
+
+    final = settled(api, queued["id"])
+    after = send(api, "+14155552690", "after the STOP")
+
+    assert (final["status"], final["suppression_reason"]) == ("suppressed", "opted_out")
+    assert (after["status"], after["suppression_reason"]) == ("suppressed", "opted_out")
+    assert stack.inbox("+14155552690") == []
+
+
+def test_a_redis_flushall_loses_no_queued_or_scheduled_message(
+    stack: Stack, api: httpx.Client
+) -> None:
+    stack.stop("worker-1")
+    try:
+        queued = [send(api, f"+1415555{n:04d}", "queued")["id"] for n in range(2800, 2805)]
+        soon = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
+        scheduled = [
+            send(api, f"+1415555{n:04d}", "scheduled", send_at=soon)["id"]
+            for n in range(2805, 2808)
+        ]
+        redis.Redis.from_url(stack.redis_url).flushall()
+    finally:
+        stack.start_worker("worker-1")
+
+    finals = [settled(api, message_id) for message_id in queued + scheduled]
+
+    assert {final["status"] for final in finals} == {"delivered"}
+    assert len(stack.all_sandbox_messages()) == 8
+
+
+def test_two_workers_never_send_the_same_message(stack: Stack, api: httpx.Client) -> None:
+    stack.start_worker("worker-2")
+    try:
+        numbers = [f"+1415556{n:04d}" for n in range(200)]
+        with ThreadPoolExecutor(8) as pool:
+            ids = list(pool.map(lambda number: send(api, number, "one each")["id"], numbers))
+        finals = [settled(api, message_id) for message_id in ids]
+    finally:
+        stack.stop("worker-2")
+
+    assert {final["status"] for final in finals} == {"delivered"}
+    received = Counter(item["to"] for item in stack.all_sandbox_messages())
+    assert received == Counter(numbers)
+    worker_logs = [(stack.log_dir / f"{name}.log").read_text() for name in ("worker-1", "worker-2")]
+    assert all("send_message" in log for log in worker_logs), "both workers took a share"
+
+
+def test_ten_concurrent_requests_with_one_idempotency_key_create_one_message(
+    stack: Stack, api: httpx.Client
+) -> None:
+    headers = {**api.headers, "Idempotency-Key": "e2e-key-1"}
+    body = {"to": "+14155552699", "body": "once"}
+
+    def post() -> httpx.Response:
+        return httpx.post(f"{stack.api}/api/sms/send", json=body, headers=headers, timeout=10)
+
+    with ThreadPoolExecutor(10) as pool:
+        responses = list(pool.map(lambda _: post(), range(10)))
+
+    assert {response.status_code for response in responses} <= {202, 409}
+    ids = {response.json()["id"] for response in responses if response.status_code == 202}
+    assert len(ids) == 1
+    final = settled(api, ids.pop())
+    assert final["status"] == "delivered"
+    assert len(stack.inbox("+14155552699")) == 1
+    assert post().json()["id"] == final["id"]  # the replay, after the fact
