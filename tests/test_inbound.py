@@ -182,6 +182,33 @@ async def test_with_advanced_opt_out_twilio_answers_and_we_only_record(
 
 
 @pytest.mark.parametrize(
+    ("body", "opt_out_type", "kind", "suppressed"),
+    [("ARRET", "STOP", "opt_out", True), ("Commencer", "START", "opt_in", False)],
+)
+async def test_twilio_custom_keywords_count_by_their_opt_out_type(
+    client: httpx.AsyncClient,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    cipher: PhoneCipher,
+    body: str,
+    opt_out_type: str,
+    kind: str,
+    suppressed: bool,
+) -> None:
+    """Advanced Opt-Out matches keywords of its own (custom, other languages): Twilio has
+    stopped (or resumed) the number, so must we, or our view of consent drifts from Twilio's."""
+    if kind == "opt_in":
+        await post_inbound(client, settings, inbound("STOP"))
+
+    response = await post_inbound(client, settings, inbound(body, OptOutType=opt_out_type))
+
+    assert response.status_code == 200
+    assert response.text == EMPTY
+    assert await is_suppressed(sessionmaker, cipher, TO) is suppressed
+    assert (await kinds(sessionmaker, cipher))[-1] == (kind, body.upper(), "inbound_sms")
+
+
+@pytest.mark.parametrize(
     "body",
     [
         "Thanks, see you tomorrow",

@@ -310,6 +310,7 @@ async def test_a_user_without_a_usable_number_is_suppressed(
         assert message["status"] == "suppressed"
         assert message["suppression_reason"] == reason
         assert message["user_id"] == user_id
+        assert message["to"] == (None if user_id == "numberless" else "+1415*****71")
         assert [(event["status"], event["source"]) for event in message["history"]] == [
             ("suppressed", "api")
         ]
@@ -434,7 +435,9 @@ async def test_smart_encoding_keeps_typographic_text_in_gsm7(
 async def test_a_body_over_1600_characters_after_rendering_is_refused(
     client: httpx.AsyncClient, sender: dict[str, str], session: AsyncSession
 ) -> None:
-    assert_problem(await send(client, sender, body="a" * 1601), 422, "body_too_long")
+    problem = assert_problem(await send(client, sender, body="a" * 1601), 422, "body_too_long")
+    assert "1601 characters" in problem["detail"]
+    assert [error["field"] for error in problem["errors"]] == ["body.body"]
     # 1599 characters, but the ellipsis becomes three dots: 1601 once smart-encoded.
     grows = "a" * 1598 + "…"
     assert_problem(
@@ -536,6 +539,7 @@ async def test_a_naive_or_too_distant_send_at_is_422(
     too_far = (datetime.now(UTC) + timedelta(days=91)).isoformat()
     problem = assert_problem(await send(client, sender, send_at=too_far), 422, "unprocessable")
     assert "90 days" in problem["detail"]
+    assert [error["field"] for error in problem["errors"]] == ["body.send_at"]
     assert await count_messages(session) == 0
     almost = (datetime.now(UTC) + timedelta(days=89)).isoformat()
     assert (await sent(client, sender, send_at=almost))["status"] == "scheduled"
@@ -889,3 +893,24 @@ async def test_rows_hold_no_plain_numbers(
 
     assert len(raw) == 1
     assert "4155552671" not in raw[0]
+
+
+@pytest.mark.parametrize(
+    ("body", "smart"), [("   ", False), ("\u200b\u200b", True), ("\n\t ", False)]
+)
+async def test_a_body_without_visible_text_is_refused(
+    client: httpx.AsyncClient,
+    sender: dict[str, str],
+    session: AsyncSession,
+    body: str,
+    smart: bool,
+) -> None:
+    response = await client.post(
+        "/api/sms/send",
+        json={"to": "+14155552671", "body": body, "smart_encoding": smart},
+        headers=sender,
+    )
+
+    assert response.status_code == 422
+    assert response.json()["code"] == "empty_body"
+    assert await session.scalar(select(func.count()).select_from(Message)) == 0

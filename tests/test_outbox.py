@@ -50,8 +50,8 @@ from tests.sending_support import (
     twilio_error,
 )
 
-# The outbox's backoff: base 2 s (60 s for a full sender queue), doubling per attempt.
-BASE_SECONDS = 2.0
+# The outbox's backoff: SEND_RETRY_BASE_SECONDS (60 s for a full sender queue), doubling per
+# attempt up to SEND_RETRY_CAP_SECONDS, each delay drawn in [ceiling / 2, ceiling].
 QUEUE_FULL_BASE_SECONDS = 60.0
 
 Answer = Callable[[], httpx.Response | Exception]
@@ -219,9 +219,9 @@ async def test_two_workers_sending_at_once_make_one_request_per_message(
 @pytest.mark.parametrize(
     ("answer", "code", "base"),
     [
-        pytest.param(lambda: twilio_error(429, 20429), 20429, BASE_SECONDS, id="429"),
+        pytest.param(lambda: twilio_error(429, 20429), 20429, None, id="429"),
         pytest.param(lambda: twilio_error(400, 21611), 21611, QUEUE_FULL_BASE_SECONDS, id="21611"),
-        pytest.param(lambda: httpx.ConnectError("refused"), None, BASE_SECONDS, id="refused"),
+        pytest.param(lambda: httpx.ConnectError("refused"), None, None, id="refused"),
     ],
 )
 async def test_what_twilio_never_processed_is_retried_later(
@@ -229,10 +229,12 @@ async def test_what_twilio_never_processed_is_retried_later(
     api: respx.MockRouter,
     sessionmaker: async_sessionmaker[AsyncSession],
     cipher: PhoneCipher,
+    settings: Settings,
     answer: Answer,
     code: int | None,
-    base: float,
+    base: float | None,
 ) -> None:
+    base = base or settings.send_retry_base_seconds
     message_id = await add_message(sessionmaker, cipher)
     create = api.post("/Messages.json").mock(side_effect=[answer()])
 
@@ -260,32 +262,48 @@ async def test_what_twilio_never_processed_is_retried_later(
     assert create.call_count == 1
 
 
+@pytest.mark.parametrize(("base", "cap", "attempts"), [(None, None, 6), (0.5, 2.0, 6)])
 async def test_backoff_doubles_with_each_attempt_within_its_jitter(
-    outbox: Outbox,
     api: respx.MockRouter,
+    settings: Settings,
     sessionmaker: async_sessionmaker[AsyncSession],
     cipher: PhoneCipher,
+    twilio: TwilioClient,
+    base: float | None,
+    cap: float | None,
+    attempts: int,
 ) -> None:
+    """With the default SEND_RETRY_* settings, and with others (they are honoured)."""
+    if base is not None:
+        settings = settings.model_copy(
+            update={"send_retry_base_seconds": base, "send_retry_cap_seconds": cap}
+        )
+    base, cap = settings.send_retry_base_seconds, settings.send_retry_cap_seconds
+    outbox = Outbox(settings, sessionmaker, cipher, twilio, random.Random(99))
     api.post("/Messages.json").mock(return_value=twilio_error(429, 20429))
     message_id = await add_message(sessionmaker, cipher)
     delays: list[float] = []
 
-    for attempt_number in range(1, 7):
+    for attempt_number in range(1, attempts + 1):
         before = now()
         attempt = await outbox.send(message_id)
         after = now()
 
         assert attempt.outcome is Outcome.RETRY
         assert attempt.retry_at is not None
-        ceiling = min(300.0, BASE_SECONDS * 2 ** (attempt_number - 1))
+        ceiling = min(cap, base * 2 ** (attempt_number - 1))
         assert attempt.retry_at >= before + timedelta(seconds=ceiling / 2)
         assert attempt.retry_at <= after + timedelta(seconds=ceiling)
         delays.append((attempt.retry_at - before).total_seconds())
         assert (await load(sessionmaker, message_id)).attempts == attempt_number
         await make_due(sessionmaker, message_id)
 
-    assert delays == sorted(delays)
-    assert delays[-1] > 16 * delays[0]
+    assert delays[0] <= base
+    if cap >= base * 2**attempts:
+        assert delays == sorted(delays)
+        assert delays[-1] > 16 * delays[0]
+    else:
+        assert max(delays) <= cap + 0.5  # capped
 
 
 async def test_retries_of_different_messages_do_not_bunch(
@@ -295,6 +313,7 @@ async def test_retries_of_different_messages_do_not_bunch(
     cipher: PhoneCipher,
 ) -> None:
     api.post("/Messages.json").mock(return_value=twilio_error(429, 20429))
+    base = outbox.settings.send_retry_base_seconds
     delays = []
     for n in range(8):
         message_id = await add_message(sessionmaker, cipher, body=f"m{n}")
@@ -303,8 +322,8 @@ async def test_retries_of_different_messages_do_not_bunch(
         assert attempt.retry_at is not None
         delays.append((attempt.retry_at - before).total_seconds())
 
-    assert all(0.9 <= delay <= 2.1 for delay in delays)
-    assert max(delays) - min(delays) > 0.2  # jitter spreads them over [1 s, 2 s]
+    assert all(base / 2 - 0.1 <= delay <= base + 0.1 for delay in delays)
+    assert max(delays) - min(delays) > base / 10  # jitter spreads them over [base / 2, base]
 
 
 async def test_a_retry_after_429_that_succeeds_makes_exactly_two_requests(
@@ -570,6 +589,45 @@ async def test_a_lease_that_ran_out_is_resent_only_after_looking(
     assert (await load(sessionmaker, message_id)).twilio_sid == sid
 
 
+@pytest.mark.parametrize("at_twilio", [True, False])
+async def test_a_stop_after_a_lost_attempt_is_looked_up_before_suppressing(
+    outbox: Outbox,
+    api: respx.MockRouter,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    cipher: PhoneCipher,
+    at_twilio: bool,
+) -> None:
+    """The worker died mid-attempt, then the number said STOP: if Twilio took the message it
+    was sent (and its callbacks must find it); only otherwise is it suppressed."""
+    message_id = await add_message(
+        sessionmaker,
+        cipher,
+        body="orphan",
+        status="sending",
+        attempts=1,
+        lease_until=now() - timedelta(minutes=1),
+    )
+    async with transaction(sessionmaker) as session:
+        await optouts.opt_out(session, cipher.blind_index(TO), source="inbound_sms", keyword="STOP")
+    sid = new_sid()
+    create = api.post("/Messages.json").mock(return_value=created(new_sid()))
+    listing = api.get("/Messages.json").mock(
+        return_value=page(resource(sid, body="orphan", status="sent")) if at_twilio else page()
+    )
+
+    attempt = await outbox.send(message_id)
+
+    assert listing.call_count == 1
+    assert create.call_count == 0
+    message = await load(sessionmaker, message_id)
+    if at_twilio:
+        assert attempt.outcome is Outcome.ADOPTED
+        assert (message.status, message.twilio_sid) == ("sent", sid)
+    else:
+        assert attempt.outcome is Outcome.SUPPRESSED
+        assert (message.status, message.suppression_reason) == ("suppressed", "opted_out")
+
+
 async def test_an_expired_message_that_may_be_at_twilio_is_looked_for_not_failed(
     outbox: Outbox,
     api: respx.MockRouter,
@@ -755,7 +813,8 @@ async def test_the_send_job_asks_arq_to_retry_when_the_outbox_says_retry(
     with pytest.raises(Retry) as retry:
         await tasks.send_message(ctx, str(message_id))
     assert retry.value.defer_score is not None
-    assert 500 <= retry.value.defer_score <= 2100  # milliseconds: the first backoff, 1-2 s
+    base_ms = outbox.settings.send_retry_base_seconds * 1000
+    assert base_ms / 2 - 100 <= retry.value.defer_score <= base_ms + 100  # the first backoff
 
     await make_due(sessionmaker, message_id)
     assert await tasks.send_message(ctx, str(message_id)) == "accepted"

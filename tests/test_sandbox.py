@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import logging
 import re
 import socket
@@ -31,7 +30,7 @@ import uvicorn
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from openapi_core import OpenAPI
-from openapi_core.testing import MockRequest, MockResponse
+from openapi_core.testing import MockResponse
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -46,9 +45,9 @@ from app.twilio_sandbox.delivery import Delivery, DeliveryPlan
 from app.twilio_sandbox.faults import FaultDice
 from app.twilio_sandbox.state import Sandbox
 from app.twilio_sandbox.store import SandboxMessage, new_message_sid
+from tests.twilio_contract import openapi_request, twilio_openapi, twilio_spec
 
 PROJECT = Path(__file__).resolve().parents[1]
-SPEC_FILE = PROJECT.parent / "shared" / "twilio" / "twilio_api_v2010.json"
 ACCOUNT = SANDBOX_ACCOUNT_SID
 TOKEN = SANDBOX_AUTH_TOKEN
 BASE = f"/2010-04-01/Accounts/{ACCOUNT}"
@@ -84,16 +83,7 @@ class Contract:
     def check(self, response: httpx.Response, *, request_valid: bool = True) -> None:
         """The answer validates against the description (errors: against Twilio's error
         shape); the request too, unless the test sends one the description refuses."""
-        request = response.request
-        mock = MockRequest(
-            "https://api.twilio.com",
-            request.method.lower(),
-            request.url.path,
-            args=dict(request.url.params.multi_items()),
-            headers=dict(request.headers),
-            data=request.content or None,
-            content_type=request.headers.get("content-type", "application/json"),
-        )
+        mock = openapi_request(response.request)
         if request_valid:
             self.api.validate_request(mock)
         if not response.is_success:
@@ -123,12 +113,12 @@ class Contract:
 
 @pytest.fixture(scope="session")
 def contract() -> Contract:
-    spec = json.loads(SPEC_FILE.read_text())
+    spec = twilio_spec()
     message = spec["components"]["schemas"]["api.v2010.account.message"]
     listing = spec["paths"]["/2010-04-01/Accounts/{AccountSid}/Messages.json"]["get"]
     list_schema = listing["responses"]["200"]["content"]["application/json"]["schema"]
     return Contract(
-        OpenAPI.from_dict(spec),
+        twilio_openapi(),
         frozenset(message["properties"]),
         frozenset(list_schema["properties"]),
     )

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from functools import cache
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
 import pytest
 import respx
-from openapi_core import OpenAPI
-from openapi_core.testing import MockRequest, MockResponse
+from openapi_core.testing import MockResponse
 
 from app.core.settings import TwilioAccount
 from app.twilio.client import TwilioClient
@@ -27,8 +23,14 @@ from app.twilio.errors import (
     TwilioRetryableError,
 )
 from app.twilio.schemas import NewMessage
+from tests.twilio_contract import (
+    MESSAGE,
+    MESSAGES,
+    example,
+    openapi_request,
+    twilio_openapi,
+)
 
-SPEC_FILE = Path(__file__).resolve().parents[2] / "shared" / "twilio" / "twilio_api_v2010.json"
 ACCOUNT = TwilioAccount(
     account_sid="AC" + "a1" * 16,
     username="AC" + "a1" * 16,
@@ -42,27 +44,6 @@ BASE = f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT.account_sid}"
 SID = "SM" + "b2" * 16
 
 
-@cache
-def spec() -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads(SPEC_FILE.read_text())
-    return loaded
-
-
-@cache
-def contract() -> OpenAPI:
-    return OpenAPI.from_dict(spec())
-
-
-def example(path: str, method: str, status: str, name: str) -> dict[str, Any]:
-    content = spec()["paths"][path][method]["responses"][status]["content"]["application/json"]
-    value: dict[str, Any] = content["examples"][name]["value"]
-    return value
-
-
-MESSAGES = "/2010-04-01/Accounts/{AccountSid}/Messages.json"
-MESSAGE = "/2010-04-01/Accounts/{AccountSid}/Messages/{Sid}.json"
-
-
 def resource(**changes: Any) -> dict[str, Any]:
     return {**example(MESSAGES, "post", "201", "create"), "sid": SID, **changes}
 
@@ -74,24 +55,12 @@ async def client() -> AsyncIterator[TwilioClient]:
     await twilio.aclose()
 
 
-def as_openapi(request: httpx.Request) -> MockRequest:
-    return MockRequest(
-        "https://api.twilio.com",
-        request.method.lower(),
-        request.url.path,
-        args=dict(request.url.params),
-        headers=dict(request.headers),
-        data=request.content or None,
-        content_type=request.headers.get("content-type", "application/json"),
-    )
-
-
 def check_contract(request: httpx.Request, response: httpx.Response) -> None:
     """The request validates against Twilio's OpenAPI description, and so does the answer."""
-    openapi_request = as_openapi(request)
-    contract().validate_request(openapi_request)
-    contract().validate_response(
-        openapi_request,
+    openapi = openapi_request(request)
+    twilio_openapi().validate_request(openapi)
+    twilio_openapi().validate_response(
+        openapi,
         MockResponse(response.content, status_code=response.status_code),
     )
 

@@ -47,6 +47,11 @@ async def advance(
     return Advanced(row[0], row[1]) if row else None
 
 
+async def is_known(session: AsyncSession, sid: str) -> bool:
+    statement = select(Message.id).where(Message.twilio_sid == sid)
+    return (await session.execute(statement)).first() is not None
+
+
 async def awaiting_status(
     session: AsyncSession, *, quiet_for: timedelta, limit: int
 ) -> list[tuple[uuid.UUID, str]]:
@@ -76,7 +81,9 @@ async def awaiting_price(
             # Twilio prices within hours; past this, stop asking.
             Message.final_at > func.now() - timedelta(days=3),
         )
-        .order_by(Message.final_at)
+        # Least recently looked at first (each look bumps updated_at): messages Twilio never
+        # prices (many failed ones) must not hold the batch for three days.
+        .order_by(Message.updated_at)
         .limit(limit)
     )
     return [(row[0], row[1]) for row in (await session.execute(statement)).all() if row[1]]
@@ -100,7 +107,7 @@ async def record_price(
 
 
 async def touch(session: AsyncSession, message_id: uuid.UUID) -> None:
-    """Polled without news: wait another round before asking again."""
+    """Asked without news (or without an answer): wait another round before asking again."""
     await session.execute(
         update(Message).where(Message.id == message_id).values(updated_at=func.now())
     )

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, BackgroundTasks, Response, status
 
-from app.core.deps import SessionDep
+from app.core.deps import SessionDep, SessionmakerDep
 from app.core.errors import problem_responses
-from app.delivery_status.service import apply_status
+from app.delivery_status import repository
+from app.delivery_status.service import apply_status, apply_when_known
 from app.twilio.requests import TwilioForm, form_body
 
 router = APIRouter(prefix="/api", tags=["twilio"])
@@ -26,11 +27,20 @@ router = APIRouter(prefix="/api", tags=["twilio"])
         },
     ),
 )
-async def status_callback(form: TwilioForm, session: SessionDep) -> Response:
+async def status_callback(
+    form: TwilioForm,
+    session: SessionDep,
+    sessionmaker: SessionmakerDep,
+    background: BackgroundTasks,
+) -> Response:
     sid = form.get("MessageSid") or form.get("SmsSid")
     reported = form.get("MessageStatus") or form.get("SmsStatus")
     code = form.get("ErrorCode")
     if isinstance(sid, str) and isinstance(reported, str):
         error_code = int(code) if isinstance(code, str) and code.isdigit() else None
-        await apply_status(session, sid, reported, error_code, source="callback")
+        applied = await apply_status(session, sid, reported, error_code, source="callback")
+        if not applied and not await repository.is_known(session, sid):
+            # Maybe earlier than the worker's record of the SID: looked at again after the
+            # answer (Twilio does not wait, and does not resend).
+            background.add_task(apply_when_known, sessionmaker, sid, reported, error_code)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

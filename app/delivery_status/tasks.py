@@ -48,7 +48,8 @@ async def poll_statuses(ctx: dict[str, Any]) -> int:
     async with transaction(state["sessionmaker"]) as session:
         rows = await repository.awaiting_status(session, quiet_for=quiet_for, limit=BATCH)
     moved = 0
-    for message_id, fetched in await _fetch_all(state, rows):
+    results = await _fetch_all(state, rows)
+    for message_id, fetched in results:
         async with transaction(state["sessionmaker"]) as session:
             if await apply_status(
                 session, fetched.sid, fetched.status, fetched.error_code, source="poller"
@@ -56,6 +57,7 @@ async def poll_statuses(ctx: dict[str, Any]) -> int:
                 moved += 1
             else:
                 await repository.touch(session, message_id)
+    await _touch_unanswered(state, rows, results)
     return moved
 
 
@@ -65,7 +67,9 @@ async def fetch_prices(ctx: dict[str, Any]) -> int:
     async with transaction(state["sessionmaker"]) as session:
         rows = await repository.awaiting_price(session, settled_for=PRICE_AFTER, limit=BATCH)
     priced = 0
-    for message_id, fetched in await _fetch_all(state, rows):
+    results = await _fetch_all(state, rows)
+    await _touch_unanswered(state, rows, results)
+    for message_id, fetched in results:
         price = _decimal(fetched.price)
         async with transaction(state["sessionmaker"]) as session:
             await repository.record_price(
@@ -78,6 +82,21 @@ async def fetch_prices(ctx: dict[str, Any]) -> int:
             )
         priced += price is not None
     return priced
+
+
+async def _touch_unanswered(
+    state: State,
+    rows: list[tuple[uuid.UUID, str]],
+    results: list[tuple[uuid.UUID, TwilioMessage]],
+) -> None:
+    """Messages Twilio did not answer for go to the back of the line: the oldest first, a
+    batch of messages that always fail would otherwise be all the poller ever asks about."""
+    answered = {message_id for message_id, _ in results}
+    unanswered = [message_id for message_id, _ in rows if message_id not in answered]
+    if unanswered:
+        async with transaction(state["sessionmaker"]) as session:
+            for message_id in unanswered:
+                await repository.touch(session, message_id)
 
 
 def _decimal(value: str | None) -> Decimal | None:

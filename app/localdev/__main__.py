@@ -31,9 +31,11 @@ def main() -> int:
         env["DATABASE_URL"] = settings.database_url
     if settings.redis_url:
         env["REDIS_URL"] = settings.redis_url
+    if "public_base_url" not in settings.model_fields_set:
+        # The mounted Twilio sandbox calls back here, and the worker calls it here.
+        env["PUBLIC_BASE_URL"] = f"http://{host}:{port}"
 
     def stop_everything() -> None:
-        # A second Ctrl-C or TERM must not cut the clean shutdown short.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for child in children:
@@ -48,9 +50,13 @@ def main() -> int:
             server.stop()
 
     def on_signal(signum: int, _: FrameType | None) -> None:
+        # From here on, a second Ctrl-C or TERM must not cut the clean shutdown short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     try:
         if not env.get("DATABASE_URL"):
             servers.append(start_postgres(data_dir / "postgres"))

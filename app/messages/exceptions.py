@@ -11,6 +11,10 @@ class BodyTooLong(Unprocessable):
     code, title = "body_too_long", "Body too long"
 
 
+class EmptyBody(Unprocessable):
+    code, title = "empty_body", "Empty body"
+
+
 class CountryNotAllowed(Unprocessable):
     code, title = "country_not_allowed", "Country not allowed"
 

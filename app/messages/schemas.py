@@ -72,7 +72,9 @@ class MessageOut(BaseModel):
     status: Status
     twilio_status: str | None
     twilio_sid: str | None
-    to: str = Field(description="The recipient, masked: `+1415*****71`.")
+    to: str | None = Field(
+        description="The recipient, masked: `+1415*****71` (`null`: the user had no number)."
+    )
     user_id: str | None
     category: Category
     body: str | None = Field(description="`null` for one-time codes and after retention.")

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.principal import Principal, Scope
 from app.core.crypto import PhoneCipher
-from app.core.errors import Forbidden, Unprocessable
+from app.core.errors import FieldError, Forbidden, Unprocessable
 from app.core.phone import InvalidPhoneNumber, mask_phone, normalize_sms_number
 from app.core.settings import Settings
 from app.messages import encoding, repository
@@ -20,6 +20,7 @@ from app.messages.categories import BODY_NOT_STORED, IGNORES_SMS_ENABLED, PREFER
 from app.messages.exceptions import (
     BodyTooLong,
     CountryNotAllowed,
+    EmptyBody,
     MessageNotFound,
     NoPhoneNumber,
     NotCancellable,
@@ -176,14 +177,19 @@ async def _store(
     smart_encoding: bool = False,
 ) -> Message:
     final_body = encoding.smart_encode(body) if smart_encoding else body
+    if not final_body.strip():  # e.g. only zero-width spaces, which smart encoding removes
+        detail = "the body has no visible text"
+        raise EmptyBody(detail, errors=[_field_error("body.body", detail, "empty")])
     if len(final_body) > encoding.MAX_BODY_CHARACTERS:
-        raise BodyTooLong(
+        detail = (
             f"the body has {len(final_body)} characters; at most "
             f"{encoding.MAX_BODY_CHARACTERS} fit in one SMS message"
         )
+        raise BodyTooLong(detail, errors=[_field_error("body.body", detail, "too_long")])
     now = datetime.now(UTC)
     if send_at is not None and send_at - now > MAX_SCHEDULE_AHEAD:
-        raise Unprocessable(f"`send_at` is at most {MAX_SCHEDULE_AHEAD.days} days ahead")
+        detail = f"`send_at` is at most {MAX_SCHEDULE_AHEAD.days} days ahead"
+        raise Unprocessable(detail, errors=[_field_error("body.send_at", detail, "too_far")])
     due = send_at if send_at is not None and send_at > now else now
     status = Status.SCHEDULED if due > now else Status.QUEUED
     if recipient.suppression_reason:
@@ -211,6 +217,10 @@ async def _store(
     return await repository.add(session, message, event)
 
 
+def _field_error(field: str, message: str, kind: str) -> FieldError:
+    return FieldError(field=field, message=message, type=kind)
+
+
 async def describe(session: AsyncSession, cipher: PhoneCipher, message: Message) -> MessageOut:
     owner = await users.external_id_of(session, message.user_id) if message.user_id else None
     events = (await repository.history(session, [message.id])).get(message.id, [])
@@ -225,7 +235,7 @@ def _out(
         status=Status(message.status),
         twilio_status=message.twilio_status,
         twilio_sid=message.twilio_sid,
-        to=mask_phone(cipher.decrypt(message.to_encrypted)) if message.to_encrypted else "",
+        to=mask_phone(cipher.decrypt(message.to_encrypted)) if message.to_encrypted else None,
         user_id=owner,
         category=Category(message.category),
         body=message.body,

@@ -37,16 +37,17 @@ async def inbound_message(
     form: TwilioForm, session: SessionDep, cipher: PhoneCipherDep, settings: SettingsDep
 ) -> Response:
     sender, body, sid = form.get("From"), form.get("Body"), form.get("MessageSid")
+    opt_out_type = form.get("OptOutType")
     if not isinstance(sender, str) or not isinstance(body, str):
         return twiml(None)
-    found = service.keyword_of(body)
+    found = service.keyword_of(body, opt_out_type if isinstance(opt_out_type, str) else None)
     if found is None:
         return twiml(None)
     keyword, word = found
     index = _index(cipher, sender)
     message_sid = sid if isinstance(sid, str) else None
     # With Advanced Opt-Out, Twilio has already answered the keyword: do not answer twice.
-    twilio_answered = bool(form.get("OptOutType"))
+    twilio_answered = bool(opt_out_type)
     if keyword is Keyword.OPT_OUT:
         first = await service.opt_out(
             session, index, source="inbound_sms", keyword=word, message_sid=message_sid

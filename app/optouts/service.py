@@ -22,8 +22,19 @@ class Keyword(StrEnum):
     HELP = "help"
 
 
-def keyword_of(body: str) -> tuple[Keyword, str] | None:
+# Twilio's Advanced Opt-Out names the kind of keyword it matched (its own list, custom and
+# localised keywords included) in `OptOutType`.
+_OPT_OUT_TYPES = {"STOP": Keyword.OPT_OUT, "START": Keyword.OPT_IN, "HELP": Keyword.HELP}
+_KEYWORD_LENGTH = 32  # consent_events.keyword
+
+
+def keyword_of(body: str, opt_out_type: str | None = None) -> tuple[Keyword, str] | None:
+    """The keyword an inbound message is, with the word as received (upper case); Twilio's
+    `OptOutType`, when present, is trusted over our own list."""
     word = body.strip().upper()
+    twilio_kind = _OPT_OUT_TYPES.get((opt_out_type or "").strip().upper())
+    if twilio_kind is not None:
+        return twilio_kind, word[:_KEYWORD_LENGTH]
     if word in OPT_OUT_KEYWORDS:
         return Keyword.OPT_OUT, word
     if word in OPT_IN_KEYWORDS:

@@ -47,8 +47,6 @@ logger = logging.getLogger(__name__)
 WEBHOOK_PATH = "/api/sms/webhook"
 # Twilio's list may lag behind its create by a moment: look again after this.
 RECONCILE_DELAY = timedelta(seconds=2)
-_BACKOFF_BASE_SECONDS = 2.0
-_BACKOFF_CAP_SECONDS = 300.0
 # A sender queue over 10 hours deep will not drain in seconds.
 _QUEUE_FULL_BASE_SECONDS = 60.0
 _QUEUE_FULL_CODE = 21611
@@ -96,13 +94,10 @@ class Outbox:
                     session, [message.id], Status.SENDING, source="worker"
                 )
             blocked = await self._blocked(session, message)
-            if blocked is not None:
-                await repository.finish(
-                    session, message.id, status=Status.SUPPRESSED, suppression_reason=blocked
-                )
-                await messages_repository.add_events(
-                    session, [message.id], Status.SUPPRESSED, source="worker", detail=blocked
-                )
+            # A message an earlier attempt may have handed to Twilio is looked for first: if
+            # Twilio has it, it is not suppressed but sent (and its callbacks must find it).
+            if blocked is not None and not message.needs_reconciliation:
+                await self._suppress(session, message, blocked)
                 return Attempt(Outcome.SUPPRESSED)
             now = datetime.now(UTC)
             if message.expires_at <= now and not message.needs_reconciliation:
@@ -119,6 +114,10 @@ class Outbox:
             if found is not None:
                 await self._accepted(message, found, adopted=True)
                 return Attempt(Outcome.ADOPTED)
+            if blocked is not None:
+                async with transaction(self.sessionmaker) as session:
+                    await self._suppress(session, message, blocked)
+                return Attempt(Outcome.SUPPRESSED)
             if message.expires_at <= datetime.now(UTC):
                 async with transaction(self.sessionmaker) as session:
                     await self._fail(session, message, None, "expired; Twilio has no trace of it")
@@ -171,9 +170,11 @@ class Outbox:
     async def _find_at_twilio(self, message: Message, to: str) -> TwilioMessage | None:
         """The message Twilio may have accepted on an attempt whose answer we never read."""
         since = (message.send_at or message.created_at) - _RECONCILE_SKEW
+        # No DateSent filter: a message Twilio still holds queued has no send date yet. The
+        # newest page for the number, filtered here by creation time, is enough.
         candidates = [
             candidate
-            for candidate in await self.twilio.list_messages(to=to, sent_on_or_after=since)
+            for candidate in await self.twilio.list_messages(to=to)
             if candidate.body == message.body
             and (candidate.date_created is None or candidate.date_created >= since)
         ]
@@ -209,8 +210,10 @@ class Outbox:
             )
 
     async def _retry(self, message: Message, error: TwilioError, *, reconcile: bool) -> Attempt:
-        base = _QUEUE_FULL_BASE_SECONDS if error.code == _QUEUE_FULL_CODE else _BACKOFF_BASE_SECONDS
-        ceiling = min(_BACKOFF_CAP_SECONDS, base * 2 ** (message.attempts - 1))
+        base = self.settings.send_retry_base_seconds
+        if error.code == _QUEUE_FULL_CODE:
+            base = max(base, _QUEUE_FULL_BASE_SECONDS)
+        ceiling = min(self.settings.send_retry_cap_seconds, base * 2 ** (message.attempts - 1))
         delay = self.random.uniform(ceiling / 2, ceiling)  # jitter: retries do not bunch
         if reconcile and not message.needs_reconciliation:
             delay = RECONCILE_DELAY.total_seconds()  # the first look, soon
@@ -231,6 +234,14 @@ class Outbox:
                 error_message=error.message,
             )
         return Attempt(Outcome.RETRY, retry_at)
+
+    async def _suppress(self, session: AsyncSession, message: Message, reason: str) -> None:
+        await repository.finish(
+            session, message.id, status=Status.SUPPRESSED, suppression_reason=reason
+        )
+        await messages_repository.add_events(
+            session, [message.id], Status.SUPPRESSED, source="worker", detail=reason
+        )
 
     async def _fail(
         self, session: AsyncSession, message: Message, code: int | None, detail: str
