@@ -46,6 +46,9 @@ def configure_logging(level: str) -> None:
     if not root.handlers:
         logging.basicConfig(level=level.upper(), format=_FORMAT)
     root.setLevel(level.upper())
+    # httpx logs every request at INFO: a line per Twilio call on the hot path. Debug only.
+    if root.level > logging.DEBUG:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     arq_logger = logging.getLogger("arq")
     if arq_logger.handlers:  # the arq CLI brought its own handler: print each record once
         arq_logger.propagate = False
