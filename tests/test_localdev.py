@@ -218,8 +218,8 @@ def wait_until_ready(base: str, process: subprocess.Popen[bytes], log: Path) -> 
     pytest.fail(f"RUN was not ready within 60 s:\n{log.read_text()}")
 
 
-def dev_token(user_id: str) -> str:
-    claims = {"sub": user_id, "exp": datetime.now(UTC) + timedelta(minutes=5)}
+def dev_token(user_id: str, *, admin: bool = False) -> str:
+    claims = {"sub": user_id, "exp": datetime.now(UTC) + timedelta(minutes=5), "admin": admin}
     return jwt.encode(claims, DEV_JWT_SECRET, algorithm="HS256")
 
 
@@ -280,6 +280,19 @@ def test_run_serves_the_api_with_embedded_servers_and_stops_cleanly(
     assert profile.json()["user_id"] == "run-alice"
     assert profile.json()["phone_number"] == "+14155552671"
     assert profile.json()["locale"] == "fr"
+    # With no Twilio account, the mounted sandbox carries a message to delivered.
+    admin = {"Authorization": f"Bearer {dev_token('run-admin', admin=True)}"}
+    sent = httpx.post(
+        f"{base}/api/sms/send", json={"to": "+15005550006", "body": "hi from RUN"}, headers=admin
+    )
+    assert sent.status_code == 202, sent.text
+    status_url = f"{base}/api/sms/status/{sent.json()['id']}"
+    deadline = time.monotonic() + 20
+    while httpx.get(status_url, headers=admin).json()["status"] != "delivered":
+        assert time.monotonic() < deadline, httpx.get(status_url, headers=admin).text
+        time.sleep(0.2)
+    inbox = httpx.get(f"{base}/twilio-sandbox/sandbox/inbox/+15005550006").json()
+    assert [item["body"] for item in inbox["messages"]] == ["hi from RUN"]
     # The CLI, from another terminal, finds the embedded servers through this file.
     local_env = (data / "local.env").read_text()
     assert f"host={data / 'postgres'}" in local_env
