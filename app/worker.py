@@ -15,7 +15,7 @@ from app.core.settings import Settings
 from app.core.state import State, close_state, open_state
 from app.delivery_status.tasks import fetch_prices, poll_statuses
 from app.outbox.queue import SEND_JOB
-from app.outbox.service import Outbox
+from app.outbox.service import Outbox, attempt_timeout_seconds
 from app.outbox.tasks import send_message, sweep
 
 EVERY_5_SECONDS = set(range(0, 60, 5))
@@ -44,7 +44,7 @@ async def check_worker(ctx: dict[str, Any]) -> dict[str, str]:
 
 
 def worker_settings(settings: Settings) -> dict[str, Any]:
-    attempt_timeout = settings.twilio_timeout_seconds * 3 + 30
+    attempt_timeout = attempt_timeout_seconds(settings)
     return {
         "functions": [
             # keep_result=0: a finished job leaves nothing behind, so the sweeper can queue the

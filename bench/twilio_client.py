@@ -107,12 +107,12 @@ def main() -> None:
     print(f"{'client':<18}{'CPU us/request':>16}{'requests/s':>12}")
     for variant, figures in results.items():
         print(
-            f"{variant:<18}{figures['cpu_us_per_request']:>16.0f}"
-            f"{figures['requests_per_s']:>12.0f}"
+            f"{variant:<18}{figures['cpu_us_per_request']:>16.0f}{figures['requests_per_s']:>12.0f}"
         )
-    ratio = results["without-sniffio"]["cpu_us_per_request"] / results["with-sniffio"][
-        "cpu_us_per_request"
-    ]
+    ratio = (
+        results["without-sniffio"]["cpu_us_per_request"]
+        / results["with-sniffio"]["cpu_us_per_request"]
+    )
     print(f"without sniffio the client spends {ratio:.2f}x the CPU per request")
     print(json.dumps(results))
 

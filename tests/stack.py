@@ -85,6 +85,7 @@ class Stack:
             # Retries in tenths of seconds, not seconds: the storms here are short.
             "SEND_RETRY_BASE_SECONDS": "0.05",
             "SEND_RETRY_CAP_SECONDS": "1",
+            "SEND_RECONCILE_WINDOW_SECONDS": "1",
             "SMS_REQUIRE_VERIFIED_PHONE": "true",
             **self.extra_env,
         }

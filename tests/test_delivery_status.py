@@ -7,6 +7,7 @@ import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -18,12 +19,14 @@ import respx
 from asgi_lifespan import LifespanManager
 from hypothesis import assume, given
 from hypothesis import strategies as st
-from sqlalchemy import delete
+from pydantic import AnyHttpUrl
+from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.crypto import PhoneCipher
 from app.core.database import create_sessionmaker
-from app.core.settings import Settings
+from app.core.deps import get_sessionmaker, get_settings
+from app.core.settings import Settings, TwilioAccount
 from app.delivery_status import service as delivery_service
 from app.delivery_status import tasks
 from app.delivery_status.tasks import fetch_prices, poll_statuses
@@ -610,14 +613,16 @@ async def test_prices_are_fetched_once_the_message_is_final(
     twilio: TwilioClient,
     fake_twilio: FakeTwilio,
 ) -> None:
+    # As the final status leaves them: updated the moment they became final.
+    minute_ago, just_now = ago(60), ago(5)
     priced_id, priced_sid = await sent_message(
-        sessionmaker, cipher, status="delivered", final_at=ago(60)
+        sessionmaker, cipher, status="delivered", final_at=minute_ago, updated_at=minute_ago
     )
     pending_id, pending_sid = await sent_message(
-        sessionmaker, cipher, status="undelivered", final_at=ago(60)
+        sessionmaker, cipher, status="undelivered", final_at=minute_ago, updated_at=minute_ago
     )
     fresh_id, fresh_sid = await sent_message(
-        sessionmaker, cipher, status="delivered", final_at=ago(5)
+        sessionmaker, cipher, status="delivered", final_at=just_now, updated_at=just_now
     )
     fake_twilio.resources[priced_sid] = resource(
         priced_sid, status="delivered", price="-0.01580", price_unit="USD", num_segments="2"
@@ -637,8 +642,17 @@ async def test_prices_are_fetched_once_the_message_is_final(
     assert pending.price is None
     assert pending.price_checked_at is None
     assert (await load(sessionmaker, fresh_id)).price is None
+    # Asked without a price: not asked again at the next run, only some minutes later.
+    fake_twilio.fetched.clear()
+    await fetch_prices(ctx)
+    assert pending_sid not in fake_twilio.fetched
 
-    # The next round asks again for the one without a price, never for the priced one.
+    # Some minutes later it is asked again; the priced one never is.
+    async with sessionmaker() as session:
+        await session.execute(
+            update(Message).where(Message.id == pending_id).values(updated_at=ago(11 * 60))
+        )
+        await session.commit()
     fake_twilio.fetched.clear()
     fake_twilio.resources[pending_sid] = resource(pending_sid, price="-0.00790")
     await fetch_prices(ctx)
@@ -698,3 +712,62 @@ async def test_messages_twilio_never_prices_do_not_starve_the_price_fetcher(
 
     assert fake_twilio.fetched == [unpriced_sid, missing_sid, priced_sid]
     assert (await load(sessionmaker, priced_id)).price == Decimal("-0.0079")
+
+
+async def test_behind_a_path_prefix_the_signature_is_checked_on_the_public_url(
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    cipher: PhoneCipher,
+) -> None:
+    # Served under /sms (uvicorn --root-path /sms); Twilio calls https://sms.example.com/sms/…
+    public = settings.model_copy(
+        update={"public_base_url": AnyHttpUrl("https://sms.example.com/sms")}
+    )
+    app = create_app(public)
+    app.dependency_overrides[get_sessionmaker] = lambda: sessionmaker
+    message_id, sid = await sent_message(sessionmaker, cipher)
+    params = callback(sid, "sent")
+
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app, root_path="/sms")
+        async with httpx.AsyncClient(transport=transport, base_url="http://internal") as client:
+            response = await client.post(
+                "/sms" + WEBHOOK, data=params, headers=signed(public, WEBHOOK, params)
+            )
+
+    assert response.status_code == 204, response.text
+    assert (await load(sessionmaker, message_id)).status == "sent"
+
+
+async def test_without_an_auth_token_no_signature_is_accepted(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], cipher: PhoneCipher
+) -> None:
+    # An empty key would make every HMAC forgeable: such a request is refused outright.
+    message_id, sid = await sent_message(sessionmaker, cipher)
+    params = callback(sid, "delivered")
+    forged = twilio_signature("", settings.public_base + WEBHOOK, params)
+    account = replace(settings.twilio, auth_token="")
+    app = create_app(settings)
+    app.dependency_overrides[get_sessionmaker] = lambda: sessionmaker
+    app.dependency_overrides[get_settings] = lambda: _WithAccount(settings, account)
+
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            response = await client.post(
+                WEBHOOK, data=params, headers={"X-Twilio-Signature": forged}
+            )
+
+    assert response.status_code == 403
+    assert (await load(sessionmaker, message_id)).status == "sending"
+
+
+class _WithAccount:
+    """Settings whose Twilio account is replaced (Settings itself refuses an empty token)."""
+
+    def __init__(self, settings: Settings, account: TwilioAccount) -> None:
+        self._settings = settings
+        self.twilio = account
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._settings, name)

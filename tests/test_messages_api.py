@@ -367,7 +367,7 @@ async def test_a_user_whose_number_replied_stop_is_suppressed(
     await opt_out(session, cipher.blind_index(NUMBER), source="inbound_sms", keyword="STOP")
     await session.flush()
 
-    for category in ("transactional", "security", "one_time_code"):
+    for category in ("transactional", "security"):
         message = await sent(client, sender, user_id="stopped", category=category)
         assert (message["status"], message["suppression_reason"]) == ("suppressed", "opted_out")
 
@@ -462,26 +462,19 @@ async def test_an_empty_or_missing_body_is_422(
     assert await count_messages(session) == 0
 
 
-async def test_one_time_code_bodies_are_not_stored(
-    client: httpx.AsyncClient,
-    sender: dict[str, str],
-    session: AsyncSession,
-    redis_client: redis.asyncio.Redis,
+async def test_one_time_codes_cannot_be_sent_through_send(
+    client: httpx.AsyncClient, sender: dict[str, str], session: AsyncSession
 ) -> None:
-    message = await sent(
-        client, sender, body="Your code is 123456 " + "x" * 150, category="one_time_code"
+    # A code's body is never stored, so the outbox could not send it: only the code
+    # endpoints may send one.
+    response = await client.post(
+        SEND,
+        json={"to": NUMBER, "body": "Your code is 123456", "category": "one_time_code"},
+        headers=sender,
     )
 
-    assert message["body"] is None
-    assert (message["encoding"], message["segments"]) == ("GSM-7", 2)
-    assert message["status"] == "queued"
-    stored = await session.scalar(
-        select(Message.body).where(Message.id == uuid.UUID(message["id"]))
-    )
-    assert stored is None
-    status = await client.get(f"/api/sms/status/{message['id']}", headers=sender)
-    assert status.json()["body"] is None
-    assert await redis_client.exists(f"arq:job:{message['id']}") == 1
+    assert_problem(response, 422, "validation_error")
+    assert await count_messages(session) == 0
 
 
 # --- send_at -----------------------------------------------------------------------------------
@@ -914,3 +907,42 @@ async def test_a_body_without_visible_text_is_refused(
     assert response.status_code == 422
     assert response.json()["code"] == "empty_body"
     assert await session.scalar(select(func.count()).select_from(Message)) == 0
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"to": NUMBER, "body": "hi\x00there"},
+        {"to": NUMBER, "body": "hi", "reference": "ref\x00"},
+        {"to": NUMBER, "body": "hi", "send_at": "0001-01-01T00:00:00+14:00"},
+        {"to": NUMBER, "body": "hi", "send_at": "9999-12-31T23:59:59Z"},
+    ],
+)
+async def test_values_the_database_cannot_hold_are_422_not_500(
+    client: httpx.AsyncClient,
+    sender: dict[str, str],
+    session: AsyncSession,
+    payload: dict[str, Any],
+) -> None:
+    response = await client.post(SEND, json=payload, headers=sender)
+
+    assert_problem(response, 422, "validation_error")
+    assert await count_messages(session) == 0
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"created_after": "0001-01-01T00:00:00+14:00"},
+        {"reference": "a\x00b"},
+        {"cursor": base64.urlsafe_b64encode(
+            f"0001-01-01T00:00:00+14:00|{uuid.uuid4()}".encode()
+        ).decode()},
+    ],
+)  # fmt: skip
+async def test_list_filters_the_database_cannot_hold_are_422(
+    client: httpx.AsyncClient, sender: dict[str, str], params: dict[str, str]
+) -> None:
+    response = await client.get("/api/sms/messages", params=params, headers=sender)
+
+    assert response.status_code == 422

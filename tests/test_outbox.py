@@ -25,9 +25,11 @@ from app.auth.principal import Scope
 from app.core.crypto import PhoneCipher
 from app.core.database import create_sessionmaker, transaction
 from app.core.redis import create_redis
-from app.core.settings import Settings
+from app.core.settings import SANDBOX_ACCOUNT_SID, Settings
 from app.messages.models import Message
+from app.messages.status import Status
 from app.optouts import service as optouts
+from app.outbox import repository as outbox_repository
 from app.outbox import tasks
 from app.outbox.service import Outbox, Outcome
 from app.twilio.client import TwilioClient
@@ -71,7 +73,9 @@ def outbox(
     cipher: PhoneCipher,
     twilio: TwilioClient,
 ) -> Outbox:
-    return Outbox(settings, sessionmaker, cipher, twilio, random.Random(20261121))
+    # One look at Twilio before a resend: the look-again window has tests of its own.
+    once = settings.model_copy(update={"send_reconcile_window_seconds": 0})
+    return Outbox(once, sessionmaker, cipher, twilio, random.Random(20261121))
 
 
 @pytest.fixture
@@ -909,3 +913,172 @@ async def test_the_sweep_queues_more_due_messages_than_one_batch(
     await asyncio.wait_for(tasks.sweep(ctx), timeout=10)
 
     assert await _queued_job_ids(arq_redis, ids) == set(ids)
+
+
+# --- looking before resending, and claims that went stale ----------------------------------
+
+
+async def test_a_message_not_found_yet_is_looked_for_again_before_any_resend(
+    settings: Settings,
+    api: respx.MockRouter,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    cipher: PhoneCipher,
+    twilio: TwilioClient,
+) -> None:
+    # Twilio's list can lag its create: within the window, a miss is a reason to look again.
+    patient = Outbox(
+        settings.model_copy(update={"send_reconcile_window_seconds": 30}),
+        sessionmaker,
+        cipher,
+        twilio,
+        random.Random(1),
+    )
+    message_id = await add_message(sessionmaker, cipher, body="Lagging list")
+    sid = new_sid()
+    create = api.post("/Messages.json").mock(
+        side_effect=[twilio_error(503, 20503), created(sid, body="Lagging list")]
+    )
+    listing = api.get("/Messages.json").mock(return_value=page())
+
+    await _ambiguous_first_attempt(patient, sessionmaker, message_id)
+    second = await patient.send(message_id)
+
+    assert second.outcome is Outcome.RETRY
+    assert create.call_count == 1
+    assert listing.call_count == 1
+    message = await load(sessionmaker, message_id)
+    assert message.needs_reconciliation is True
+    assert message.ambiguous_since is not None
+
+    # Past the window, with still nothing at Twilio, it is sent again.
+    await set_columns(sessionmaker, message_id, ambiguous_since=now() - timedelta(minutes=1))
+    await make_due(sessionmaker, message_id)
+    third = await patient.send(message_id)
+
+    assert third.outcome is Outcome.ACCEPTED
+    assert create.call_count == 2
+    assert (await load(sessionmaker, message_id)).ambiguous_since is None
+
+
+async def test_a_look_up_matches_only_our_sender_and_reads_further_pages(
+    outbox: Outbox,
+    api: respx.MockRouter,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    cipher: PhoneCipher,
+) -> None:
+    message_id = await add_message(sessionmaker, cipher, body="Team alert")
+    api.post("/Messages.json").mock(side_effect=[twilio_error(500, 20500)])
+    ours = new_sid()
+    # Page 1: newer traffic to the same busy number, and the same text from another sender.
+    impostor = resource(new_sid(), body="Team alert")
+    impostor["from"] = "+15557654321"
+    first_page = {
+        "messages": [resource(new_sid(), body=f"other {n}") for n in range(3)] + [impostor],
+        "next_page_uri": f"/2010-04-01/Accounts/{SANDBOX_ACCOUNT_SID}/Messages.json?PageToken=PA2",
+    }
+    listing = api.get("/Messages.json").mock(
+        side_effect=[httpx.Response(200, json=first_page), page(resource(ours, body="Team alert"))]
+    )
+
+    await _ambiguous_first_attempt(outbox, sessionmaker, message_id)
+    attempt = await outbox.send(message_id)
+
+    assert attempt.outcome is Outcome.ADOPTED
+    assert (await load(sessionmaker, message_id)).twilio_sid == ours
+    assert listing.call_count == 2
+    assert listing.calls[0].request.url.params["From"] == "+15005550006"
+    assert listing.calls[1].request.url.params["PageToken"] == "PA2"
+
+
+async def test_an_outcome_from_a_claim_that_went_stale_changes_nothing(
+    outbox: Outbox,
+    api: respx.MockRouter,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    cipher: PhoneCipher,
+) -> None:
+    # Worker A stalls past its lease while Twilio answers; worker B claims the message meanwhile.
+    message_id = await add_message(sessionmaker, cipher, body="Stalled")
+    late_sid = new_sid()
+
+    async with transaction(sessionmaker) as session:
+        claimed = await outbox_repository.claim(session, message_id, timedelta(seconds=60))
+    assert claimed is not None
+    await set_columns(sessionmaker, message_id, attempts=claimed.attempts + 1)  # B's claim
+
+    async with transaction(sessionmaker) as session:
+        recorded = await outbox_repository.record_accepted(
+            session,
+            message_id,
+            claimed.attempts,
+            sid=late_sid,
+            twilio_status="queued",
+            status=Status.SENDING,
+            sender="+15005550006",
+        )
+        finished = await outbox_repository.finish(
+            session, message_id, claimed.attempts, status=Status.FAILED
+        )
+
+    assert (recorded, finished) == (False, False)
+    message = await load(sessionmaker, message_id)
+    assert (message.twilio_sid, message.status) == (None, "sending")
+
+
+async def test_a_configuration_error_keeps_the_message_for_later(
+    outbox: Outbox,
+    api: respx.MockRouter,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    cipher: PhoneCipher,
+) -> None:
+    # A rotated token or a wrong sender fails every message alike: the queue must survive it.
+    message_id = await add_message(sessionmaker, cipher)
+    api.post("/Messages.json").mock(return_value=twilio_error(401, 20003, "Authenticate"))
+
+    attempt = await outbox.send(message_id)
+
+    assert attempt.outcome is Outcome.RETRY
+    assert attempt.retry_at is not None
+    assert attempt.retry_at - now() >= timedelta(seconds=30)
+    message = await load(sessionmaker, message_id)
+    assert (message.status, message.error_code, message.final_at) == ("sending", 20003, None)
+
+
+async def test_a_message_whose_user_was_erased_is_not_sent(
+    client: httpx.AsyncClient,
+    make_api_key: Any,
+    outbox: Outbox,
+    api: respx.MockRouter,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    manager = await make_api_key(Scope.USERS_WRITE, Scope.SMS_SEND)
+    await client.put(
+        "/api/users/leaver",
+        json={"phone_number": TO, "phone_verified": True},
+        headers=manager,
+    )
+    queued = await client.post(
+        "/api/sms/send", json={"user_id": "leaver", "body": "bye"}, headers=manager
+    )
+    later = await client.post(
+        "/api/sms/send",
+        json={
+            "user_id": "leaver",
+            "body": "later",
+            "send_at": (now() + timedelta(days=30)).isoformat(),
+        },
+        headers=manager,
+    )
+    create = api.post("/Messages.json").mock(return_value=created(new_sid()))
+
+    assert (await client.delete("/api/users/leaver", headers=manager)).status_code == 204
+    attempt = await outbox.send(uuid.UUID(queued.json()["id"]))
+
+    assert attempt.outcome is Outcome.NOT_CLAIMED
+    assert create.call_count == 0
+    for answer in (queued, later):
+        message = await load(sessionmaker, uuid.UUID(answer.json()["id"]))
+        assert (message.status, message.to_encrypted, message.to_index) == (
+            "cancelled",
+            None,
+            None,
+        )

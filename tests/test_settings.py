@@ -326,3 +326,14 @@ def test_allowed_countries_are_comma_separated(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("SMS_ALLOWED_COUNTRIES", "us, gb,FR")
 
     assert make_settings().sms_allowed_countries == ["US", "GB", "FR"]
+
+
+def test_an_api_key_does_not_replace_the_auth_token() -> None:
+    # The token signs Twilio's callbacks: without it any callback could be forged.
+    with pytest.raises(ValidationError, match="TWILIO_AUTH_TOKEN"):
+        make_settings(
+            twilio_account_sid=TWILIO["twilio_account_sid"],
+            twilio_api_key_sid="SK" + "ab" * 16,
+            twilio_api_key_secret="key-secret",
+            twilio_from_number="+14155550100",
+        )

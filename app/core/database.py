@@ -55,6 +55,8 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_max_overflow,
         pool_pre_ping=True,
+        # Errors must not carry bound values into logs: bodies and ciphertexts live there.
+        hide_parameters=True,
     )
 
 

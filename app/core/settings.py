@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     # Backoff of retries after Twilio refused a message for now (doubling, with jitter).
     send_retry_base_seconds: float = Field(default=2.0, gt=0, le=600)
     send_retry_cap_seconds: float = Field(default=300.0, gt=0, le=3600)
+    # After an attempt whose outcome is unknown, how long to keep looking for the message at
+    # Twilio (its list can lag its create) before sending it again.
+    send_reconcile_window_seconds: float = Field(default=30.0, ge=0, le=3600)
     # Jobs one worker process runs at once (each mostly waits on Twilio).
     worker_max_jobs: int = Field(default=50, ge=1, le=1000)
 
@@ -161,12 +164,14 @@ class Settings(BaseSettings):
             if self.app_env == "production":
                 raise ValueError("production needs TWILIO_ACCOUNT_SID (the sandbox is for dev)")
             return self
-        if self.twilio_auth_token is None and not (
-            self.twilio_api_key_sid and self.twilio_api_key_secret
-        ):
+        # The auth token signs every callback Twilio sends: without it, anyone could forge one.
+        if self.twilio_auth_token is None:
             raise ValueError(
-                "TWILIO_ACCOUNT_SID needs TWILIO_AUTH_TOKEN (or TWILIO_API_KEY_SID and _SECRET)"
+                "TWILIO_ACCOUNT_SID needs TWILIO_AUTH_TOKEN (it checks Twilio's signatures, "
+                "even when requests use TWILIO_API_KEY_SID)"
             )
+        if bool(self.twilio_api_key_sid) != bool(self.twilio_api_key_secret):
+            raise ValueError("TWILIO_API_KEY_SID and TWILIO_API_KEY_SECRET go together")
         if not (self.twilio_from_number or self.twilio_messaging_service_sid):
             raise ValueError("set TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID")
         return self

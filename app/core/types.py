@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 from zoneinfo import available_timezones
 
-from pydantic import AfterValidator, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, Field, StringConstraints
 
 USER_ID_MAX_LENGTH = 255
 # Printable, without whitespace or control characters (PostgreSQL cannot store NUL).
@@ -66,4 +67,31 @@ TimeZone = Annotated[
     StringConstraints(max_length=64),
     AfterValidator(_known_time_zone),
     Field(description="IANA time zone, e.g. `America/New_York`.", examples=["Europe/Paris"]),
+]
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL: refuse it here rather than fail in the database.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+
+_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def plausible_moment(value: datetime) -> datetime:
+    # Far-off years overflow PostgreSQL's and Python's arithmetic; no message lives there.
+    if not _EARLIEST <= value < _LATEST:
+        raise ValueError("must be between the years 2000 and 2100")
+    return value
+
+
+Moment = Annotated[
+    AwareDatetime,
+    AfterValidator(plausible_moment),
+    Field(description="ISO 8601 with a time zone, e.g. `2026-11-21T09:00:00+01:00`."),
 ]

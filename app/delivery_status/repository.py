@@ -7,11 +7,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.messages.models import Message
 from app.messages.status import FINAL, RANK, Status
+
+POLL_FOR = timedelta(days=3)
+PRICE_ASK_EVERY = timedelta(minutes=10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,13 +58,16 @@ async def is_known(session: AsyncSession, sid: str) -> bool:
 async def awaiting_status(
     session: AsyncSession, *, quiet_for: timedelta, limit: int
 ) -> list[tuple[uuid.UUID, str]]:
-    """Messages Twilio took but has not reported final on, and not heard of for a while."""
+    """Messages Twilio took but has not reported final on, and not heard of for a while.
+    Some carriers never report delivery: `sent` is as far as those get, so after a few days
+    of asking they are left as they are."""
     statement = (
         select(Message.id, Message.twilio_sid)
         .where(
             Message.twilio_sid.is_not(None),
             Message.status.in_([Status.SENDING, Status.SENT]),
             Message.updated_at < func.now() - quiet_for,
+            Message.created_at > func.now() - POLL_FOR,
         )
         .order_by(Message.updated_at)
         .limit(limit)
@@ -78,8 +84,14 @@ async def awaiting_price(
             Message.twilio_sid.is_not(None),
             Message.price_checked_at.is_(None),
             Message.final_at < func.now() - settled_for,
+            # The first ask at once; one that found no price is repeated only now and then
+            # (each ask bumps updated_at past final_at).
+            or_(
+                Message.updated_at <= Message.final_at + timedelta(seconds=1),
+                Message.updated_at < func.now() - PRICE_ASK_EVERY,
+            ),
             # Twilio prices within hours; past this, stop asking.
-            Message.final_at > func.now() - timedelta(days=3),
+            Message.final_at > func.now() - POLL_FOR,
         )
         # Least recently looked at first (each look bumps updated_at): messages Twilio never
         # prices (many failed ones) must not hold the batch for three days.

@@ -54,6 +54,9 @@ class Message(TimestampMixin, Base):
         ),
         Index("ix_messages_created", "created_at", "id"),
         Index("ix_messages_user_created", "user_id", "created_at"),
+        # What a service without sms:read lists (its own), and look-ups by the caller's id.
+        Index("ix_messages_requested_by_created", "requested_by", "created_at"),
+        Index("ix_messages_reference", "reference"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
@@ -89,6 +92,9 @@ class Message(TimestampMixin, Base):
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # The last attempt may have reached Twilio: look for it there before sending again.
     needs_reconciliation: Mapped[bool] = mapped_column(Boolean, server_default="false")
+    # When the first attempt whose outcome we never learned began: Twilio's copy, if any, was
+    # created after this.
+    ambiguous_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     final_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     price_checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

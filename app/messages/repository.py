@@ -165,3 +165,33 @@ async def add_events(
             rows,
         )
     )
+
+
+async def forget_recipient(session: AsyncSession, user_id: uuid.UUID) -> list[uuid.UUID]:
+    """A user is erased: what was not yet handed to Twilio is cancelled, and every message of
+    theirs forgets the number (a message Twilio already has is still tracked by its SID)."""
+    pending = (
+        update(Message)
+        .where(
+            Message.user_id == user_id,
+            Message.twilio_sid.is_(None),
+            or_(
+                Message.status.in_([Status.SCHEDULED, Status.QUEUED]),
+                # Waiting for a retry, not held by a worker, and surely not at Twilio.
+                and_(
+                    Message.status == Status.SENDING,
+                    Message.lease_until.is_(None),
+                    Message.needs_reconciliation.is_(False),
+                ),
+            ),
+        )
+        .values(status=Status.CANCELLED, final_at=func.now())
+        .returning(Message.id)
+    )
+    cancelled = list((await session.execute(pending)).scalars())
+    await session.execute(
+        update(Message).where(Message.user_id == user_id).values(to_encrypted=None, to_index=None)
+    )
+    if cancelled:
+        await add_events(session, cancelled, Status.CANCELLED, source="api", detail="user erased")
+    return cancelled

@@ -4,13 +4,12 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Query, Response, status
-from pydantic import AwareDatetime
 
 from app.auth.dependencies import CurrentPrincipal, scope_checker
 from app.auth.principal import Principal, Scope
 from app.core.deps import PhoneCipherDep, RedisDep, SessionDep, SettingsDep
 from app.core.errors import problem_responses
-from app.core.types import UserId
+from app.core.types import Moment, UserId
 from app.idempotency.dependencies import IdempotencyDep
 from app.messages import service
 from app.messages.categories import Category
@@ -119,8 +118,8 @@ async def list_messages(
     category: Category | None = None,
     user_id: UserId | None = None,
     reference: Reference | None = None,
-    created_after: Annotated[AwareDatetime | None, Query()] = None,
-    created_before: Annotated[AwareDatetime | None, Query()] = None,
+    created_after: Annotated[Moment | None, Query()] = None,
+    created_before: Annotated[Moment | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> MessagePage:

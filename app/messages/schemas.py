@@ -5,16 +5,16 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from app.core.types import CountryCode, PhoneInput, UserId
+from app.core.types import CountryCode, Moment, PhoneInput, Text, UserId
 from app.messages.categories import Category
 from app.messages.status import Status
 
 # Generous before smart encoding; the 1600-character limit is checked on the final body.
-BodyInput = Annotated[str, StringConstraints(min_length=1, max_length=4000)]
+BodyInput = Annotated[Text, StringConstraints(min_length=1, max_length=4000)]
 Reference = Annotated[
-    str,
+    Text,
     StringConstraints(min_length=1, max_length=200),
     Field(description="Your own id for the message (a booking, a ticket…), kept and filterable."),
 ]
@@ -32,7 +32,7 @@ class SendRequest(BaseModel):
     country: CountryCode | None = Field(default=None, description="Region for a national `to`.")
     body: BodyInput
     category: Category = Category.TRANSACTIONAL
-    send_at: AwareDatetime | None = Field(
+    send_at: Moment | None = Field(
         default=None, description="When to send (with a time zone); in the past means now."
     )
     reference: Reference | None = None
@@ -43,6 +43,10 @@ class SendRequest(BaseModel):
 
     @model_validator(mode="after")
     def _one_recipient(self) -> SendRequest:
+        # A code's body is never stored, so only the code endpoints, which make the code
+        # when the message is sent, may send one.
+        if self.category is Category.ONE_TIME_CODE:
+            raise ValueError("one-time codes are sent by the code endpoints, not /send")
         if (self.user_id is None) == (self.to is None):
             raise ValueError("give exactly one of `user_id` and `to`")
         if self.country is not None and self.to is None:

@@ -15,6 +15,7 @@ from app.core.crypto import PhoneCipher
 from app.core.errors import FieldError, Forbidden, Unprocessable
 from app.core.phone import InvalidPhoneNumber, mask_phone, normalize_sms_number
 from app.core.settings import Settings
+from app.core.types import plausible_moment
 from app.messages import encoding, repository
 from app.messages.categories import BODY_NOT_STORED, IGNORES_SMS_ENABLED, PREFERENCE_KEY, Category
 from app.messages.exceptions import (
@@ -327,6 +328,7 @@ def _decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
         after = datetime.fromisoformat(created_at)
         if after.tzinfo is None:  # ours always carry their zone
             raise ValueError("a cursor's time has a zone")
+        plausible_moment(after)
         return after, uuid.UUID(message_id)
     except (ValueError, binascii.Error, UnicodeDecodeError) as error:
         raise Unprocessable("`cursor` is not one this API gave out") from error

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, and_, case, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.messages.models import Message
@@ -32,7 +32,15 @@ async def claim(session: AsyncSession, message_id: uuid.UUID, lease: timedelta) 
             attempts=Message.attempts + 1,
             last_attempt_at=func.now(),
             lease_until=func.now() + lease,
+            # SET reads the old row: a lease still set is a dead worker's unknown attempt.
             needs_reconciliation=Message.needs_reconciliation | Message.lease_until.is_not(None),
+            ambiguous_since=case(
+                (
+                    Message.lease_until.is_not(None),
+                    func.coalesce(Message.ambiguous_since, Message.last_attempt_at),
+                ),
+                else_=Message.ambiguous_since,
+            ),
         )
         .returning(Message)
         .execution_options(populate_existing=True)
@@ -40,9 +48,18 @@ async def claim(session: AsyncSession, message_id: uuid.UUID, lease: timedelta) 
     return (await session.execute(statement)).scalar_one_or_none()
 
 
+def _held(message_id: uuid.UUID, attempt: int) -> ColumnElement[bool]:
+    """The row as this attempt's claim left it: an outcome of an attempt whose lease ran out
+    (a worker stalled, another claimed the message) must not overwrite the newer attempt's."""
+    return and_(
+        Message.id == message_id, Message.attempts == attempt, Message.lease_until.is_not(None)
+    )
+
+
 async def record_accepted(
     session: AsyncSession,
     message_id: uuid.UUID,
+    attempt: int,
     *,
     sid: str,
     twilio_status: str,
@@ -50,12 +67,13 @@ async def record_accepted(
     sender: str | None,
     error_code: int | None = None,
     error_message: str | None = None,
-) -> None:
+) -> bool:
     """Twilio has the message. One adopted late may already be final there: then it is final
-    here too (so its price is fetched and the poller leaves it), with Twilio's error."""
-    await session.execute(
+    here too (so its price is fetched and the poller leaves it), with Twilio's error.
+    False when the claim was lost: the newer attempt finds Twilio's copy by reconciling."""
+    result = await session.execute(
         update(Message)
-        .where(Message.id == message_id)
+        .where(_held(message_id, attempt), Message.twilio_sid.is_(None))
         .values(
             twilio_sid=sid,
             twilio_status=twilio_status,
@@ -63,47 +81,54 @@ async def record_accepted(
             sender=sender,
             lease_until=None,
             needs_reconciliation=False,
+            ambiguous_since=None,
             error_code=error_code,
             error_message=error_message,
             final_at=func.now() if status in FINAL else None,
         )
+        .returning(Message.id)
     )
+    return result.first() is not None
 
 
 async def schedule_retry(
     session: AsyncSession,
     message_id: uuid.UUID,
+    attempt: int,
     *,
     at: datetime,
     reconcile: bool,
     error_code: int | None,
     error_message: str | None,
-) -> None:
-    await session.execute(
-        update(Message)
-        .where(Message.id == message_id)
-        .values(
-            next_attempt_at=at,
-            lease_until=None,
-            needs_reconciliation=reconcile,
-            error_code=error_code,
-            error_message=error_message,
-        )
+) -> bool:
+    values: dict[str, object] = {
+        "next_attempt_at": at,
+        "lease_until": None,
+        "needs_reconciliation": reconcile,
+        "error_code": error_code,
+        "error_message": error_message,
+    }
+    if reconcile:
+        values["ambiguous_since"] = func.coalesce(Message.ambiguous_since, Message.last_attempt_at)
+    result = await session.execute(
+        update(Message).where(_held(message_id, attempt)).values(**values).returning(Message.id)
     )
+    return result.first() is not None
 
 
 async def finish(
     session: AsyncSession,
     message_id: uuid.UUID,
+    attempt: int,
     *,
     status: Status,
     error_code: int | None = None,
     error_message: str | None = None,
     suppression_reason: str | None = None,
-) -> None:
-    await session.execute(
+) -> bool:
+    result = await session.execute(
         update(Message)
-        .where(Message.id == message_id)
+        .where(_held(message_id, attempt))
         .values(
             status=status,
             error_code=error_code,
@@ -112,7 +137,9 @@ async def finish(
             lease_until=None,
             final_at=func.now(),
         )
+        .returning(Message.id)
     )
+    return result.first() is not None
 
 
 async def known_sids(session: AsyncSession, sids: Sequence[str]) -> set[str]:

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.crypto import PhoneCipher
 from app.core.database import transaction
+from app.core.phone import mask_phones_in
 from app.core.settings import Settings
 from app.messages import repository as messages_repository
 from app.messages.categories import IGNORES_SMS_ENABLED, PREFERENCE_KEY, Category
@@ -35,6 +36,7 @@ from app.twilio.client import TwilioClient
 from app.twilio.errors import (
     OPT_OUT_CODE,
     TwilioAmbiguousError,
+    TwilioConfigurationError,
     TwilioError,
     TwilioPermanentError,
     TwilioRetryableError,
@@ -53,6 +55,14 @@ _QUEUE_FULL_CODE = 21611
 # Clocks differ: a message Twilio took may carry a date_created a little before ours.
 _RECONCILE_SKEW = timedelta(minutes=5)
 _RECONCILE_GRACE = timedelta(hours=1)
+_RECONCILE_PAGES = 5
+# Our credentials or sender are wrong: every message fails alike until an operator fixes it;
+# keep them, slowly, rather than fail the whole queue.
+_CONFIGURATION_BASE_SECONDS = 60.0
+
+
+# What a look-up that found nothing yet is retried as.
+_NOT_FOUND_YET = TwilioError("not at Twilio (yet)")
 
 
 class Outcome(StrEnum):
@@ -70,6 +80,11 @@ class Attempt:
     retry_at: datetime | None = None
 
 
+def attempt_timeout_seconds(settings: Settings) -> float:
+    """The longest one attempt may take: a few list pages to reconcile, then the create."""
+    return settings.twilio_timeout_seconds * (_RECONCILE_PAGES + 3) + 30
+
+
 @dataclass(frozen=True, slots=True)
 class Outbox:
     settings: Settings
@@ -81,8 +96,9 @@ class Outbox:
 
     @property
     def lease(self) -> timedelta:
-        # Long enough for one Twilio call and its bookkeeping, however slow.
-        return timedelta(seconds=self.settings.twilio_timeout_seconds * 3 + 30)
+        # Outlives the job's own timeout: a worker holding a message is either done or killed
+        # by arq before anyone else may claim it.
+        return timedelta(seconds=attempt_timeout_seconds(self.settings) + 60)
 
     async def send(self, message_id: uuid.UUID) -> Attempt:
         async with transaction(self.sessionmaker) as session:
@@ -103,7 +119,10 @@ class Outbox:
             if message.expires_at <= now and not message.needs_reconciliation:
                 await self._fail(session, message, None, "expired before Twilio accepted it")
                 return Attempt(Outcome.FAILED)
-        assert message.to_encrypted is not None
+        if message.to_encrypted is None:  # its user was erased meanwhile
+            async with transaction(self.sessionmaker) as session:
+                await self._finish(session, message, Status.CANCELLED, "recipient erased")
+            return Attempt(Outcome.SUPPRESSED)
         to = self.cipher.decrypt(message.to_encrypted)
 
         if message.needs_reconciliation:
@@ -114,6 +133,8 @@ class Outbox:
             if found is not None:
                 await self._accepted(message, found, adopted=True)
                 return Attempt(Outcome.ADOPTED)
+            if self._still_looking(message):
+                return await self._retry(message, _NOT_FOUND_YET, reconcile=True)
             if blocked is not None:
                 async with transaction(self.sessionmaker) as session:
                     await self._suppress(session, message, blocked)
@@ -140,6 +161,11 @@ class Outbox:
         except TwilioAmbiguousError as error:
             logger.warning("ambiguous answer from Twilio for message %s: %s", message.id, error)
             return await self._retry(message, error, reconcile=True)
+        except TwilioConfigurationError as error:
+            logger.error(
+                "Twilio refuses our configuration (message %s kept): %s", message.id, error
+            )
+            return await self._retry(message, error, reconcile=False)
         except TwilioPermanentError as error:
             async with transaction(self.sessionmaker) as session:
                 await self._fail(session, message, error.code, error.message)
@@ -167,16 +193,30 @@ class Outbox:
             return "preference_off"
         return None
 
+    def _still_looking(self, message: Message) -> bool:
+        """Twilio's list may lag its create: keep looking a while before sending again."""
+        since = message.ambiguous_since or message.last_attempt_at or message.created_at
+        window = timedelta(seconds=self.settings.send_reconcile_window_seconds)
+        return datetime.now(UTC) < since + window
+
     async def _find_at_twilio(self, message: Message, to: str) -> TwilioMessage | None:
-        """The message Twilio may have accepted on an attempt whose answer we never read."""
-        since = (message.send_at or message.created_at) - _RECONCILE_SKEW
-        # No DateSent filter: a message Twilio still holds queued has no send date yet. The
-        # newest page for the number, filtered here by creation time, is enough.
+        """The message Twilio may have accepted on an attempt whose answer we never read: to
+        this number, from our sender, with this body, created since that attempt began."""
+        since = (message.ambiguous_since or message.created_at) - _RECONCILE_SKEW
+        account = self.twilio.account
+        # No DateSent filter: a message Twilio still holds queued has no send date yet.
+        listed = await self.twilio.list_messages(
+            to=to,
+            from_number=None if account.messaging_service_sid else account.from_number,
+            created_since=since,
+            max_pages=_RECONCILE_PAGES,
+        )
         candidates = [
             candidate
-            for candidate in await self.twilio.list_messages(to=to)
+            for candidate in listed
             if candidate.body == message.body
             and (candidate.date_created is None or candidate.date_created >= since)
+            and self._ours(candidate)
         ]
         if not candidates:
             return None
@@ -186,19 +226,36 @@ class Outbox:
         fresh = [candidate for candidate in candidates if candidate.sid not in taken]
         return fresh[-1] if fresh else None  # newest first: the oldest is the likeliest
 
+    def _ours(self, candidate: TwilioMessage) -> bool:
+        account = self.twilio.account
+        if account.messaging_service_sid:
+            return candidate.messaging_service_sid == account.messaging_service_sid
+        return candidate.from_ is None or candidate.from_ == account.from_number
+
     async def _accepted(self, message: Message, created: TwilioMessage, *, adopted: bool) -> None:
         status = FROM_TWILIO.get(created.status, Status.SENDING)
         async with transaction(self.sessionmaker) as session:
-            await repository.record_accepted(
+            recorded = await repository.record_accepted(
                 session,
                 message.id,
+                message.attempts,
                 sid=created.sid,
                 twilio_status=created.status,
                 status=status,
                 sender=created.from_ or created.messaging_service_sid,
                 error_code=created.error_code,
-                error_message=meaning_of(created.error_code) or created.error_message,
+                error_message=meaning_of(created.error_code)
+                or mask_phones_in(created.error_message or "")
+                or None,
             )
+            if not recorded:
+                logger.warning(
+                    "message %s: Twilio took it (%s) after this worker lost its claim; the "
+                    "newer attempt will find it there",
+                    message.id,
+                    created.sid,
+                )
+                return
             await messages_repository.add_events(
                 session,
                 [message.id],
@@ -213,6 +270,8 @@ class Outbox:
         base = self.settings.send_retry_base_seconds
         if error.code == _QUEUE_FULL_CODE:
             base = max(base, _QUEUE_FULL_BASE_SECONDS)
+        if isinstance(error, TwilioConfigurationError):
+            base = max(base, _CONFIGURATION_BASE_SECONDS)
         ceiling = min(self.settings.send_retry_cap_seconds, base * 2 ** (message.attempts - 1))
         delay = self.random.uniform(ceiling / 2, ceiling)  # jitter: retries do not bunch
         if reconcile and not message.needs_reconciliation:
@@ -228,31 +287,50 @@ class Outbox:
             await repository.schedule_retry(
                 session,
                 message.id,
+                message.attempts,
                 at=retry_at,
                 reconcile=reconcile or message.needs_reconciliation,
                 error_code=error.code,
-                error_message=error.message,
+                error_message=mask_phones_in(error.message),
             )
         return Attempt(Outcome.RETRY, retry_at)
 
+    async def _finish(
+        self, session: AsyncSession, message: Message, status: Status, detail: str
+    ) -> None:
+        if await repository.finish(session, message.id, message.attempts, status=status):
+            await messages_repository.add_events(
+                session, [message.id], status, source="worker", detail=detail
+            )
+
     async def _suppress(self, session: AsyncSession, message: Message, reason: str) -> None:
-        await repository.finish(
-            session, message.id, status=Status.SUPPRESSED, suppression_reason=reason
-        )
-        await messages_repository.add_events(
-            session, [message.id], Status.SUPPRESSED, source="worker", detail=reason
-        )
+        if await repository.finish(
+            session,
+            message.id,
+            message.attempts,
+            status=Status.SUPPRESSED,
+            suppression_reason=reason,
+        ):
+            await messages_repository.add_events(
+                session, [message.id], Status.SUPPRESSED, source="worker", detail=reason
+            )
 
     async def _fail(
         self, session: AsyncSession, message: Message, code: int | None, detail: str
     ) -> None:
-        await repository.finish(
+        if await repository.finish(
             session,
             message.id,
+            message.attempts,
             status=Status.FAILED,
             error_code=code,
-            error_message=meaning_of(code) or detail,
-        )
-        await messages_repository.add_events(
-            session, [message.id], Status.FAILED, source="worker", error_code=code, detail=detail
-        )
+            error_message=meaning_of(code) or mask_phones_in(detail),
+        ):
+            await messages_repository.add_events(
+                session,
+                [message.id],
+                Status.FAILED,
+                source="worker",
+                error_code=code,
+                detail=mask_phones_in(detail),
+            )

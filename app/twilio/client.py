@@ -70,9 +70,12 @@ class TwilioClient:
         to: str | None = None,
         from_number: str | None = None,
         sent_on_or_after: datetime | None = None,
+        created_since: datetime | None = None,
         page_size: int = 50,
+        max_pages: int = 1,
     ) -> list[TwilioMessage]:
-        """The first page, newest first: enough to find a message sent moments ago."""
+        """Newest first. With `created_since`, further pages are read (up to `max_pages`) until
+        they reach messages created before it."""
         params: dict[str, str] = {"PageSize": str(page_size)}
         if to:
             params["To"] = to
@@ -81,8 +84,19 @@ class TwilioClient:
         if sent_on_or_after is not None:
             # The description types it `date-time` (Twilio reads the day of it).
             params["DateSent>"] = sent_on_or_after.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        response = await self._send("GET", "/Messages.json", params=params)
-        return self._parse(MessagePage, response).messages
+        page = self._parse(MessagePage, await self._send("GET", "/Messages.json", params=params))
+        messages = list(page.messages)
+        for _ in range(max_pages - 1):
+            oldest = messages[-1].date_created if messages else None
+            if created_since is None or page.next_page_uri is None or oldest is None:
+                break
+            if oldest < created_since:
+                break
+            # next_page_uri is absolute from the host, not from our base URL's path.
+            response = await self._send("GET", self.account.base_url + page.next_page_uri)
+            page = self._parse(MessagePage, response)
+            messages.extend(page.messages)
+        return messages
 
     async def cancel_message(self, sid: str) -> TwilioMessage:
         response = await self._send(

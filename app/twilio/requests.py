@@ -19,12 +19,15 @@ class InvalidSignature(Forbidden):
 
 async def signed_form(request: Request, settings: SettingsDep) -> FormData:
     form = await request.form()
-    url = settings.public_base + request.url.path
+    token = settings.twilio.auth_token
+    # PUBLIC_BASE_URL already carries any prefix the app is served under (root_path).
+    path = request.url.path.removeprefix(request.scope.get("root_path", ""))
+    url = settings.public_base + path
     if request.url.query:
         url += "?" + request.url.query
     signature = request.headers.get("X-Twilio-Signature", "")
     params = [(name, value) for name, value in form.multi_items() if isinstance(value, str)]
-    if not signature or not validate_signature(settings.twilio.auth_token, url, params, signature):
+    if not token or not signature or not validate_signature(token, url, params, signature):
         raise InvalidSignature("X-Twilio-Signature does not match this request")
     return form
 

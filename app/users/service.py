@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.crypto import PhoneCipher
 from app.core.phone import InvalidPhoneNumber, normalize_sms_number
 from app.core.settings import Settings
+from app.messages import repository as messages_repository
 from app.preferences import service as preferences_service
 from app.preferences.schemas import PreferencesUpdate
 from app.users import repository
@@ -130,7 +131,11 @@ def _set_phone_number(
 
 
 async def erase_user(session: AsyncSession, external_id: str) -> None:
-    """Removes the user, their number, index, preferences and topic memberships."""
-    if not await repository.delete_by_external_id(session, external_id):
+    """Removes the user, their number, index, preferences and topic memberships; their
+    messages not yet sent are cancelled and every message forgets the number."""
+    user = await repository.get_by_external_id(session, external_id, for_update=True)
+    if user is None:
         raise UserNotFound(external_id)
+    await messages_repository.forget_recipient(session, user.id)
+    await repository.delete_by_external_id(session, external_id)
     logger.info("erased user %s", external_id)

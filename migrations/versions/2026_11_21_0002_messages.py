@@ -2,7 +2,7 @@
 
 Revision ID: 0002_messages
 Revises: 0001_foundation
-Create Date: 2026-11-21 20:02:07.987064
+Create Date: 2026-11-21 20:38:43.676259
 """
 
 from collections.abc import Sequence
@@ -102,6 +102,7 @@ def upgrade() -> None:
         sa.Column("last_attempt_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),
         sa.Column("needs_reconciliation", sa.Boolean(), server_default="false", nullable=False),
+        sa.Column("ambiguous_since", sa.DateTime(timezone=True), nullable=True),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("final_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("price_checked_at", sa.DateTime(timezone=True), nullable=True),
@@ -150,6 +151,10 @@ def upgrade() -> None:
         unique=False,
         postgresql_where=sa.text("twilio_sid IS NULL AND status IN ('queued', 'sending')"),
     )
+    op.create_index("ix_messages_reference", "messages", ["reference"], unique=False)
+    op.create_index(
+        "ix_messages_requested_by_created", "messages", ["requested_by", "created_at"], unique=False
+    )
     op.create_index(
         "ix_messages_scheduled",
         "messages",
@@ -197,6 +202,8 @@ def downgrade() -> None:
         table_name="messages",
         postgresql_where=sa.text("status = 'scheduled'"),
     )
+    op.drop_index("ix_messages_requested_by_created", table_name="messages")
+    op.drop_index("ix_messages_reference", table_name="messages")
     op.drop_index(
         "ix_messages_due",
         table_name="messages",
