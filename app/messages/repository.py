@@ -109,24 +109,28 @@ async def page(
     return [(row[0], row[1]) for row in (await session.execute(statement)).all()]
 
 
+# Not handed to Twilio and no worker handing it: scheduled, queued, or waiting for a retry
+# after an attempt Twilio certainly refused. (A message with a SID is Twilio's, whatever our
+# status says.)
+_NOT_AT_TWILIO = and_(
+    Message.twilio_sid.is_(None),
+    or_(
+        Message.status.in_([Status.SCHEDULED, Status.QUEUED]),
+        and_(
+            Message.status == Status.SENDING,
+            Message.lease_until.is_(None),
+            Message.needs_reconciliation.is_(False),
+        ),
+    ),
+)
+
+
 async def cancel(session: AsyncSession, message_id: uuid.UUID) -> Message | None:
     """Cancels a message no worker holds and Twilio cannot have: scheduled, queued, or
     waiting for a retry after an attempt Twilio certainly refused."""
     statement = (
         update(Message)
-        .where(
-            Message.id == message_id,
-            # A message with a SID is Twilio's, whatever our status says.
-            Message.twilio_sid.is_(None),
-            or_(
-                Message.status.in_([Status.SCHEDULED, Status.QUEUED]),
-                and_(
-                    Message.status == Status.SENDING,
-                    Message.lease_until.is_(None),
-                    Message.needs_reconciliation.is_(False),
-                ),
-            ),
-        )
+        .where(Message.id == message_id, _NOT_AT_TWILIO)
         .values(status=Status.CANCELLED, final_at=text("now()"))
         .returning(Message)
         .execution_options(populate_existing=True)
@@ -172,19 +176,7 @@ async def forget_recipient(session: AsyncSession, user_id: uuid.UUID) -> list[uu
     theirs forgets the number (a message Twilio already has is still tracked by its SID)."""
     pending = (
         update(Message)
-        .where(
-            Message.user_id == user_id,
-            Message.twilio_sid.is_(None),
-            or_(
-                Message.status.in_([Status.SCHEDULED, Status.QUEUED]),
-                # Waiting for a retry, not held by a worker, and surely not at Twilio.
-                and_(
-                    Message.status == Status.SENDING,
-                    Message.lease_until.is_(None),
-                    Message.needs_reconciliation.is_(False),
-                ),
-            ),
-        )
+        .where(Message.user_id == user_id, _NOT_AT_TWILIO)
         .values(status=Status.CANCELLED, final_at=func.now())
         .returning(Message.id)
     )
