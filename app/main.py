@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from app.codes.router import router as codes_router
 from app.core.body_limit import BodyLimitMiddleware
 from app.core.errors import Problem, install_error_handlers
 from app.core.logging import configure_logging
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         preferences_router,
         topics_router,
         messages_router,
+        codes_router,
         delivery_status_router,
         optouts_router,
         phone_validation_router,

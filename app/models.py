@@ -1,6 +1,7 @@
 """Imports every table so `Base.metadata` is complete (for the migrations check and tooling)."""
 
 from app.auth.models import ApiKey
+from app.codes.models import Verification
 from app.core.database import Base
 from app.idempotency.models import IdempotencyKey
 from app.messages.models import Message, MessageEvent
@@ -20,4 +21,5 @@ __all__ = [
     "Suppression",
     "TopicSubscription",
     "User",
+    "Verification",
 ]

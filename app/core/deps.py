@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.crypto import PhoneCipher
 from app.core.database import transaction
+from app.core.rate_limit import RateLimiter
 from app.core.settings import Settings
 
 
@@ -36,6 +37,10 @@ async def get_redis(request: Request) -> ArqRedis:
     return cast(ArqRedis, request.state.redis)
 
 
+async def get_rate_limiter(request: Request) -> RateLimiter:
+    return cast(RateLimiter, request.state.rate_limiter)
+
+
 async def get_phone_cipher(request: Request) -> PhoneCipher:
     return cast(PhoneCipher, request.state.phone_cipher)
 
@@ -47,3 +52,4 @@ SessionmakerDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessio
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 RedisDep = Annotated[ArqRedis, Depends(get_redis)]
 PhoneCipherDep = Annotated[PhoneCipher, Depends(get_phone_cipher)]
+RateLimiterDep = Annotated[RateLimiter, Depends(get_rate_limiter)]

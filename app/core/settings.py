@@ -86,6 +86,21 @@ class Settings(BaseSettings):
     # Jobs one worker process runs at once (each mostly waits on Twilio).
     worker_max_jobs: int = Field(default=50, ge=1, le=1000)
 
+    # One-time codes (SPEC §8) and the limits that keep SMS pumping from paying off.
+    otp_ttl_seconds: int = Field(default=600, ge=60, le=3600)
+    otp_max_wrong_tries: int = Field(default=5, ge=1, le=20)
+    otp_resend_cooldown_seconds: int = Field(default=30, ge=0, le=3600)
+    otp_sends_per_number_per_10_minutes: int = Field(default=5, ge=1)
+    otp_sends_per_user_per_hour: int = Field(default=10, ge=1)
+    otp_sends_per_ip_per_hour: int = Field(default=20, ge=1)
+    # Numbers sharing all but their last 3 digits: pumping rings rent consecutive numbers.
+    otp_sends_per_prefix_per_hour: int = Field(default=20, ge=1)
+    otp_sends_per_country_per_day: int = Field(default=1000, ge=1)
+    otp_message: str = Field(
+        default="Your verification code is {code}. It expires in 10 minutes. Never share it.",
+        pattern=r"\{code\}",
+    )
+
     # Replies to inbound keywords (unless Twilio's Advanced Opt-Out already answered).
     sms_help_reply: str = (
         "SMS notifications. Reply STOP to unsubscribe, START to resubscribe. "

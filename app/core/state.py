@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.auth.tokens import TokenVerifier
 from app.core.crypto import PhoneCipher
 from app.core.database import create_engine, create_sessionmaker
+from app.core.rate_limit import RateLimiter
 from app.core.redis import create_redis
 from app.core.settings import Settings
 from app.twilio.client import TwilioClient
@@ -23,6 +24,7 @@ class State(TypedDict):
     phone_cipher: PhoneCipher
     token_verifier: TokenVerifier
     twilio: TwilioClient
+    rate_limiter: RateLimiter
 
 
 async def open_state(settings: Settings) -> State:
@@ -41,6 +43,7 @@ async def open_state(settings: Settings) -> State:
             settings.phone_keys, settings.phone_blind_index_key.get_secret_value().encode()
         ),
         token_verifier=TokenVerifier(settings),
+        rate_limiter=RateLimiter(redis),
         twilio=TwilioClient(
             settings.twilio,
             timeout_seconds=settings.twilio_timeout_seconds,

@@ -113,6 +113,30 @@ async def send_test(
     return await describe(session, cipher, message)
 
 
+async def store_code_message(
+    session: AsyncSession,
+    cipher: PhoneCipher,
+    settings: Settings,
+    principal: Principal,
+    user: User,
+    e164: str,
+    *,
+    template_body: str,
+) -> Message:
+    """The outbox row of a one-time code. Its body is never stored: the worker makes the code
+    and the body as it sends; `template_body` (with a filler code) gives the segment count."""
+    recipient = Recipient(e164, user.phone_region, user)
+    return await _store(
+        session,
+        cipher,
+        settings,
+        principal,
+        recipient,
+        body=template_body,
+        category=Category.ONE_TIME_CODE,
+    )
+
+
 async def _own_number(
     session: AsyncSession, cipher: PhoneCipher, settings: Settings, external_id: str
 ) -> Recipient:

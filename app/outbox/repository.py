@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, case, func, or_, select, tuple_, update
@@ -150,21 +151,30 @@ async def known_sids(session: AsyncSession, sids: Sequence[str]) -> set[str]:
 DueCursor = tuple[datetime, uuid.UUID]
 
 
-async def due(
-    session: AsyncSession, *, limit: int, after: DueCursor | None = None
-) -> list[DueCursor]:
-    """Messages that should be on the queue now: new, retrying, or left by a dead worker, as
-    (next_attempt_at, id) in that order. Enqueuing changes no row, so the next batch starts
-    `after` the last one seen, or the same batch would come back forever."""
+@dataclass(frozen=True, slots=True)
+class Due:
+    next_attempt_at: datetime
+    id: uuid.UUID
+    category: str
+
+    @property
+    def cursor(self) -> DueCursor:
+        return self.next_attempt_at, self.id
+
+
+async def due(session: AsyncSession, *, limit: int, after: DueCursor | None = None) -> list[Due]:
+    """Messages that should be on the queue now: new, retrying, or left by a dead worker, in
+    (next_attempt_at, id) order. Enqueuing changes no row, so the next batch starts `after`
+    the last one seen, or the same batch would come back forever."""
     statement = (
-        select(Message.next_attempt_at, Message.id)
+        select(Message.next_attempt_at, Message.id, Message.category)
         .where(_CLAIMABLE, Message.next_attempt_at <= func.now())
         .order_by(Message.next_attempt_at, Message.id)
         .limit(limit)
     )
     if after is not None:
         statement = statement.where(tuple_(Message.next_attempt_at, Message.id) > after)
-    return [(row[0], row[1]) for row in (await session.execute(statement)).all()]
+    return [Due(row[0], row[1], row[2]) for row in (await session.execute(statement)).all()]
 
 
 async def release_scheduled(session: AsyncSession, *, limit: int) -> list[uuid.UUID]:

@@ -21,6 +21,7 @@ from enum import StrEnum
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.codes import service as codes
 from app.core.crypto import PhoneCipher
 from app.core.database import transaction
 from app.core.phone import mask_phones_in
@@ -144,11 +145,22 @@ class Outbox:
                     await self._fail(session, message, None, "expired; Twilio has no trace of it")
                 return Attempt(Outcome.FAILED)
 
+        body = message.body or ""
+        if message.category == Category.ONE_TIME_CODE:
+            # The code is made now, as it leaves: it never waits anywhere in clear.
+            async with transaction(self.sessionmaker) as session:
+                issued = await codes.issue_code(session, self.settings, message.id)
+                if issued is None:
+                    await self._finish(
+                        session, message, Status.CANCELLED, "code replaced, used or expired"
+                    )
+                    return Attempt(Outcome.SUPPRESSED)
+            body = issued
         account = self.twilio.account
         remaining = int((message.expires_at - datetime.now(UTC)).total_seconds())
         request = NewMessage(
             to=to,
-            body=message.body or "",
+            body=body,
             from_number=account.from_number,
             messaging_service_sid=account.messaging_service_sid,
             status_callback=self.settings.public_base + WEBHOOK_PATH,
@@ -214,13 +226,22 @@ class Outbox:
         candidates = [
             candidate
             for candidate in listed
-            if candidate.body == message.body
-            and (candidate.date_created is None or candidate.date_created >= since)
+            if (candidate.date_created is None or candidate.date_created >= since)
             and self._ours(candidate)
         ]
-        if not candidates:
-            return None
         async with transaction(self.sessionmaker) as session:
+            if message.category == Category.ONE_TIME_CODE:  # no stored body: match the code
+                candidates = [
+                    candidate
+                    for candidate in candidates
+                    if await codes.is_current_code(
+                        session, self.settings, message.id, candidate.body
+                    )
+                ]
+            else:
+                candidates = [c for c in candidates if c.body == message.body]
+            if not candidates:
+                return None
             # An identical message of ours, sent just before, is not this one.
             taken = await repository.known_sids(session, [c.sid for c in candidates])
         fresh = [candidate for candidate in candidates if candidate.sid not in taken]

@@ -10,6 +10,7 @@ from arq import Retry
 
 from app.core.database import transaction
 from app.core.state import State
+from app.messages.categories import Category
 from app.outbox import repository
 from app.outbox.queue import enqueue_send
 from app.outbox.service import Outbox, Outcome
@@ -42,8 +43,11 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
     while True:
         async with transaction(state["sessionmaker"]) as session:
             due = await repository.due(session, limit=SWEEP_BATCH, after=after)
-        enqueued += await enqueue_send(state["redis"], [message_id for _, message_id in due])
+        codes = [item.id for item in due if item.category == Category.ONE_TIME_CODE]
+        others = [item.id for item in due if item.category != Category.ONE_TIME_CODE]
+        enqueued += await enqueue_send(state["redis"], codes, priority=True)
+        enqueued += await enqueue_send(state["redis"], others)
         if len(due) < SWEEP_BATCH:
             break
-        after = due[-1]
+        after = due[-1].cursor
     return {"released": len(released), "enqueued": enqueued}

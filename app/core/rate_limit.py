@@ -1,0 +1,64 @@
+"""Fixed-window rate limits in Redis, shared by every API process and worker.
+
+Several limits are checked and counted together in one Lua script: a request is refused by
+the first limit it would break, and then counts against none of them (a refused request must
+not eat the budget of the limits it did not break, nor lengthen its own wait)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+# KEYS: the counters; ARGV: for each, its limit then its window in ms.
+# Returns {0} when allowed (all counted), or {1, ms until the fullest broken window resets}.
+_SCRIPT = """
+local wait = -1
+for i, key in ipairs(KEYS) do
+  local limit = tonumber(ARGV[2 * i - 1])
+  local used = tonumber(redis.call('GET', key) or '0')
+  if used >= limit then
+    local ttl = redis.call('PTTL', key)
+    if ttl > wait then wait = ttl end
+  end
+end
+if wait >= 0 then return {1, wait} end
+for i, key in ipairs(KEYS) do
+  if redis.call('INCR', key) == 1 then
+    redis.call('PEXPIRE', key, ARGV[2 * i])
+  end
+end
+return {0, 0}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    key: str
+    limit: int
+    window_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    allowed: bool
+    retry_after_seconds: int = 0
+
+
+class RateLimiter:
+    def __init__(self, redis: Redis, prefix: str = "ratelimit:") -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._script = redis.register_script(_SCRIPT)
+
+    async def hit(self, limits: list[Limit]) -> Verdict:
+        if not limits:
+            return Verdict(True)
+        keys = [self._prefix + limit.key for limit in limits]
+        args: list[int] = []
+        for limit in limits:
+            args += [limit.limit, limit.window_seconds * 1000]
+        refused, wait_ms = await self._script(keys=keys, args=args)
+        if not refused:
+            return Verdict(True)
+        return Verdict(False, max(1, -(-int(wait_ms) // 1000)))
