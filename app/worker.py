@@ -68,6 +68,9 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         "redis_settings": redis_settings(settings),
         "ctx": {"settings": settings},
         "max_jobs": settings.worker_max_jobs,
+        # Job ids read per poll wait in the worker's memory, in order: a short line lets a
+        # code put at the front of the queue start soon even while a campaign runs.
+        "queue_read_limit": settings.worker_max_jobs,
         # How often an idle worker looks for jobs: a code or an alert waits at most this.
         "poll_delay": 0.05,
     }
