@@ -7,10 +7,16 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.codes.models import Verification
+from app.users.models import User
 
 
 async def replace(session: AsyncSession, verification: Verification) -> Verification:
-    """The new code replaces the user's previous one for the same purpose."""
+    """The new code replaces the user's previous one for the same purpose. Requests for the
+    same user take turns (on the user's row): otherwise two at once each delete what they
+    see, then both insert, and one fails on the (user, purpose) unique key."""
+    await session.execute(
+        select(User.id).where(User.id == verification.user_id).with_for_update(key_share=True)
+    )
     await session.execute(
         delete(Verification).where(
             Verification.user_id == verification.user_id,

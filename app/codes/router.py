@@ -28,16 +28,18 @@ router = APIRouter(
 )
 
 
-async def _target(session: AsyncSession, principal: Principal, user_id: str | None) -> User | None:
-    """The user a code is for: the signed-in user, or the one a service (or admin) names.
-    Unknown users are None, never an error: the answer must not tell."""
+async def _target(
+    session: AsyncSession, principal: Principal, user_id: str | None
+) -> tuple[str, User | None]:
+    """The user id a code is for — the signed-in user, or the one a service (or admin)
+    names — and that user. Unknown users are None, never an error: the answer must not tell."""
     if principal.kind == "user" and (user_id is None or user_id == principal.id):
-        return await users.find_user(session, principal.id)
+        return principal.id, await users.find_user(session, principal.id)
     if not principal.can(Scope.SMS_SEND):
         raise MissingScope("codes for another user need the `sms:send` scope or an admin")
     if user_id is None:
         raise Unprocessable("give the `user_id` the code is for")
-    return await users.find_user(session, user_id)
+    return user_id, await users.find_user(session, user_id)
 
 
 def _ip(request: Request) -> str | None:
@@ -78,13 +80,14 @@ async def send_two_factor_code(
     request_body = body or CodeRequest()
     if (replay := await idempotency.begin("send-2fa", request_body)) is not None:
         return replay
-    user = await _target(session, principal, request_body.user_id)
+    subject, user = await _target(session, principal, request_body.user_id)
     requested = await service.request_code(
         session,
         limiter,
         cipher,
         settings,
         principal,
+        subject=subject,
         user=user,
         purpose=Purpose.TWO_FACTOR,
         ip=_ip(request),
@@ -104,7 +107,7 @@ async def send_two_factor_code(
 async def verify_two_factor_code(
     body: CodeCheck, principal: CurrentPrincipal, session: SessionDep, settings: SettingsDep
 ) -> CodeVerified | Response:
-    user = await _target(session, principal, body.user_id)
+    _, user = await _target(session, principal, body.user_id)
     outcome = await service.check_code(
         session, settings, user=user, purpose=Purpose.TWO_FACTOR, code=body.code
     )
@@ -143,6 +146,7 @@ async def start_phone_verification(
         cipher,
         settings,
         user,
+        subject=user.id,
         user=record,
         purpose=Purpose.PHONE_VERIFICATION,
         ip=_ip(request),

@@ -66,16 +66,18 @@ async def request_code(
     settings: Settings,
     principal: Principal,
     *,
+    subject: str,
     user: User | None,
     purpose: Purpose,
     ip: str | None,
 ) -> CodeRequested:
+    """`subject` is the user id the request names, whether or not such a user exists."""
     answer = CodeSent(
         expires_in_seconds=settings.otp_ttl_seconds,
         resend_after_seconds=settings.otp_resend_cooldown_seconds,
     )
     e164 = cipher.decrypt(user.phone_encrypted) if user and user.phone_encrypted else None
-    verdict = await limiter.hit(_limits(settings, cipher, user, e164, purpose, ip))
+    verdict = await limiter.hit(_limits(settings, cipher, subject, user, e164, purpose, ip))
     if not verdict.allowed:
         raise RateLimited(verdict.retry_after_seconds)
     if user is None or e164 is None or not await _may_receive(session, settings, user, purpose):
@@ -109,27 +111,32 @@ async def request_code(
 def _limits(
     settings: Settings,
     cipher: PhoneCipher,
+    subject: str,
     user: User | None,
     e164: str | None,
     purpose: Purpose,
     ip: str | None,
 ) -> list[Limit]:
+    """Numbers, prefixes and user ids are keyed by blind index: Redis never holds them in
+    clear. A user who does not exist, or has no number, meets the same per-user, per-number
+    and cooldown limits (the latter two keyed by the user named): a 429 must not tell them
+    apart from a user who has one."""
     limits = []
     if ip:
         limits.append(Limit(f"otp:ip:{ip}", settings.otp_sends_per_ip_per_hour, 3600))
-    if user is not None:
-        limits.append(Limit(f"otp:user:{user.id}", settings.otp_sends_per_user_per_hour, 3600))
+    named = cipher.blind_index(f"user:{subject}").hex()
+    limits.append(Limit(f"otp:user:{named}", settings.otp_sends_per_user_per_hour, 3600))
+    target = cipher.blind_index(e164).hex() if e164 is not None else f"user:{named}"
+    if settings.otp_resend_cooldown_seconds > 0:  # 0: no cooldown (not a 1 s one)
+        limits.append(
+            Limit(f"otp:cooldown:{purpose}:{target}", 1, settings.otp_resend_cooldown_seconds)
+        )
+    limits.append(Limit(f"otp:number:{target}", settings.otp_sends_per_number_per_10_minutes, 600))
     if e164 is not None:
-        # Keyed by blind index: Redis never holds a number or a prefix in clear.
-        number = cipher.blind_index(e164).hex()
         prefix = cipher.blind_index(e164[:-3]).hex()
         day = datetime.now(UTC).strftime("%Y%m%d")
         region = user.phone_region if user else None
         limits += [
-            Limit(
-                f"otp:cooldown:{purpose}:{number}", 1, max(1, settings.otp_resend_cooldown_seconds)
-            ),
-            Limit(f"otp:number:{number}", settings.otp_sends_per_number_per_10_minutes, 600),
             Limit(f"otp:prefix:{prefix}", settings.otp_sends_per_prefix_per_hour, 3600),
             Limit(f"otp:country:{region}:{day}", settings.otp_sends_per_country_per_day, 86400),
         ]

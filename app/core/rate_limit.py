@@ -19,12 +19,18 @@ for i, key in ipairs(KEYS) do
   local used = tonumber(redis.call('GET', key) or '0')
   if used >= limit then
     local ttl = redis.call('PTTL', key)
+    if ttl < 0 then
+      -- No counter (a limit of 0), or one that lost its expiry: a whole window from now,
+      -- and such a counter gets its expiry back so that it cannot refuse forever.
+      ttl = tonumber(ARGV[2 * i])
+      if used > 0 then redis.call('PEXPIRE', key, ttl) end
+    end
     if ttl > wait then wait = ttl end
   end
 end
 if wait >= 0 then return {1, wait} end
 for i, key in ipairs(KEYS) do
-  if redis.call('INCR', key) == 1 then
+  if redis.call('INCR', key) == 1 or redis.call('PTTL', key) == -1 then
     redis.call('PEXPIRE', key, ARGV[2 * i])
   end
 end

@@ -134,6 +134,8 @@ async def store_code_message(
         recipient,
         body=template_body,
         category=Category.ONE_TIME_CODE,
+        # A code late is a code dead: Twilio is told to drop it when the code expires.
+        validity_seconds=settings.otp_ttl_seconds,
     )
 
 
@@ -200,6 +202,7 @@ async def _store(
     send_at: datetime | None = None,
     reference: str | None = None,
     smart_encoding: bool = False,
+    validity_seconds: int | None = None,
 ) -> Message:
     final_body = encoding.smart_encode(body) if smart_encoding else body
     if not final_body.strip():  # e.g. only zero-width spaces, which smart encoding removes
@@ -235,7 +238,7 @@ async def _store(
         requested_by=principal_ref(principal),
         send_at=send_at,
         next_attempt_at=due,
-        expires_at=due + timedelta(seconds=settings.message_validity_seconds),
+        expires_at=due + timedelta(seconds=validity_seconds or settings.message_validity_seconds),
         final_at=now if status is Status.SUPPRESSED else None,
     )
     event = MessageEvent(status=status, source="api", detail=recipient.suppression_reason)
