@@ -8,6 +8,7 @@ import asyncio
 import logging
 import random
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
@@ -1193,3 +1194,39 @@ async def test_a_burst_over_consecutive_numbers_of_one_prefix_sends_at_most_the_
         # Another block is not held back by this one.
         await add_verified_users(sessionmaker, cipher, {f"{LIVE}elsewhere": "+14155551000"})
         assert (await request_2fa(clients_[0], f"{LIVE}elsewhere")).status_code == 202
+
+
+async def test_known_and_unknown_users_take_as_long_to_answer(
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    manager: dict[str, str],
+    service: dict[str, str],
+    redis_client: redis.asyncio.Redis,
+) -> None:
+    # A user with a number costs a verification and a message row; one who does not exist
+    # costs nothing. The floor hides the difference from anyone timing the answers.
+    async with clients(
+        settings, sessionmaker, otp_response_floor_ms=300, otp_resend_cooldown_seconds=0
+    ) as (client,):
+        await put_user(client, manager, "timed-known")
+        timings: dict[str, list[float]] = {"timed-known": [], "timed-nobody": []}
+        for round_ in range(3):
+            for user_id in timings:
+                started = time.perf_counter()
+                response = await request_2fa(client, user_id, headers=service)
+                timings[user_id].append(time.perf_counter() - started)
+                assert response.status_code == 202, (round_, response.text)
+        # Checks too: a wrong code for a real code costs a write, for nobody it costs none.
+        started = time.perf_counter()
+        invalid = await client.post(
+            "/api/sms/verify-2fa",
+            json={"code": "000000", "user_id": "timed-nobody"},
+            headers=service,
+        )
+        check_time = time.perf_counter() - started
+
+    assert invalid.status_code == 422
+    assert check_time >= 0.3
+    assert min(min(values) for values in timings.values()) >= 0.3
+    known, nobody = (sorted(values)[1] for values in timings.values())  # medians
+    assert abs(known - nobody) < 0.1

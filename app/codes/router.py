@@ -1,6 +1,10 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, BackgroundTasks, Request, Response, status
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.dependencies import CurrentPrincipal, CurrentUser
@@ -23,8 +27,25 @@ from app.users import service as users
 from app.users.models import User
 from app.users.schemas import ProfileUpdate
 
+
+async def _even_timing(settings: SettingsDep) -> AsyncIterator[None]:
+    """Answers no sooner than OTP_RESPONSE_FLOOR_MS after the request began (commit included):
+    a user who exists costs more work than one who does not, and the timing must not tell."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        remaining = settings.otp_response_floor_ms / 1000 - (time.perf_counter() - started)
+        if remaining > 0:
+            await asyncio.sleep(remaining)
+
+
 router = APIRouter(
-    prefix="/api", tags=["codes"], responses=problem_responses(400, 401, 403, 413, 422, 429)
+    prefix="/api",
+    tags=["codes"],
+    responses=problem_responses(400, 401, 403, 413, 422, 429),
+    # Resolved before the session, so torn down after its commit.
+    dependencies=[Depends(_even_timing, scope="function")],
 )
 
 

@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     # Numbers sharing all but their last 3 digits: pumping rings rent consecutive numbers.
     otp_sends_per_prefix_per_hour: int = Field(default=20, ge=1)
     otp_sends_per_country_per_day: int = Field(default=1000, ge=1)
+    # Code requests and checks answer no sooner than this: whether a user or number exists
+    # changes how much work a request does, and must not show in its timing. 0 disables.
+    otp_response_floor_ms: int = Field(default=100, ge=0, le=5000)
     otp_message: str = Field(
         default="Your verification code is {code}. It expires in 10 minutes. Never share it.",
         pattern=r"\{code\}",
