@@ -418,9 +418,10 @@ async def test_at_most_five_codes_per_number_per_ten_minutes(
         refused = await request_2fa(client, user)
         # Not the 30 s cooldown: the number's 10-minute window.
         assert_rate_limited(refused, at_least=500, at_most=600)
-        # Phone verification of the same number counts against the same limit.
-        refused = await client.post(START_VERIFICATION, headers=as_user(user))
-        assert_rate_limited(refused, at_least=500, at_most=600)
+        # Verifying a number another account has already verified sends nothing, and so
+        # counts against nothing of that number's (else others could lock its owner out).
+        silent = await client.post(START_VERIFICATION, headers=as_user(user))
+        assert silent.status_code == 202
 
     assert await code_messages(session) == settings.otp_sends_per_number_per_10_minutes == 5
     assert (await request_2fa(client, "jack")).status_code == 202
@@ -1230,3 +1231,39 @@ async def test_known_and_unknown_users_take_as_long_to_answer(
     assert min(min(values) for values in timings.values()) >= 0.3
     known, nobody = (sorted(values)[1] for values in timings.values())  # medians
     assert abs(known - nobody) < 0.1
+
+
+async def test_others_naming_a_verified_number_cannot_lock_its_owner_out(
+    client: httpx.AsyncClient,
+    redis_client: redis.asyncio.Redis,
+    manager: dict[str, str],
+    session: AsyncSession,
+) -> None:
+    await put_user(client, manager, "owner", NUMBER)  # verified
+    for attacker in ("mallory-1", "mallory-2", "mallory-3", "mallory-4", "mallory-5", "mallory-6"):
+        answer = await client.post(
+            START_VERIFICATION, json={"phone_number": NUMBER}, headers=as_user(attacker)
+        )
+        assert answer.status_code == 202  # the same answer as ever: nothing tells them
+
+    assert await code_messages(session) == 0  # and the owner's phone got nothing
+    assert (await request_2fa(client, "owner")).status_code == 202
+    assert await code_messages(session) == 1
+
+
+async def test_services_are_not_held_to_the_per_ip_limit(
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    manager: dict[str, str],
+    service: dict[str, str],
+    redis_client: redis.asyncio.Redis,
+    session: AsyncSession,
+) -> None:
+    # A login service asks for all its users from one address.
+    async with clients(settings, sessionmaker, otp_sends_per_ip_per_hour=2) as (client,):
+        for n in range(4):
+            await put_user(client, manager, f"svc-user-{n}", f"+1415555{7000 + n:04d}")
+            answer = await request_2fa(client, f"svc-user-{n}", headers=service)
+            assert answer.status_code == 202, answer.text
+
+    assert await code_messages(session) == 4

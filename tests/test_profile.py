@@ -80,6 +80,7 @@ async def test_post_updates_like_patch(client: httpx.AsyncClient) -> None:
         ("+999 123 456 789", "invalid_country_code"),
         ("+1 415 555 26711234", "too_long"),
         ("+1 415 555 2671 ext. 1234", "has_extension"),
+        ("+870 301 234 567", "non_geographic"),  # Inmarsat: no country, a pumping favourite
     ],
 )
 async def test_a_number_that_cannot_take_sms_is_refused_with_the_reason(

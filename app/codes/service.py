@@ -29,6 +29,7 @@ from app.core.rate_limit import Limit, RateLimiter
 from app.core.settings import Settings
 from app.messages import service as messages
 from app.optouts import service as optouts
+from app.users import service as users
 from app.users.models import User
 
 _CODE_IN_BODY = re.compile(r"(?<!\d)(\d{6})(?!\d)")
@@ -77,10 +78,22 @@ async def request_code(
         resend_after_seconds=settings.otp_resend_cooldown_seconds,
     )
     e164 = cipher.decrypt(user.phone_encrypted) if user and user.phone_encrypted else None
-    verdict = await limiter.hit(_limits(settings, cipher, subject, user, e164, purpose, ip))
+    deliverable = (
+        user is not None
+        and e164 is not None
+        and await _may_receive(session, settings, user, purpose)
+    )
+    # A request that will send nothing must not use up the limits of the number it names:
+    # else a few accounts naming someone's number could lock that person out of their codes.
+    counted_number = e164 if deliverable else None
+    # A service calls for all its users from one address: the per-IP limit is for end users.
+    caller_ip = ip if principal.kind == "user" else None
+    verdict = await limiter.hit(
+        _limits(settings, cipher, subject, user, counted_number, purpose, caller_ip)
+    )
     if not verdict.allowed:
         raise RateLimited(verdict.retry_after_seconds)
-    if user is None or e164 is None or not await _may_receive(session, settings, user, purpose):
+    if user is None or e164 is None or not deliverable:
         return CodeRequested(answer, None)
     assert user.phone_index is not None
     verification = await repository.replace(
@@ -151,6 +164,10 @@ async def _may_receive(
     if settings.sms_allowed_countries and user.phone_region not in settings.sms_allowed_countries:
         return False
     assert user.phone_index is not None
+    if purpose is Purpose.PHONE_VERIFICATION and await users.verified_elsewhere(
+        session, user.phone_index, user.id
+    ):
+        return False  # someone else proved this number is theirs: no codes to it for others
     return not await optouts.is_opted_out(session, user.phone_index)
 
 

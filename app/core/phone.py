@@ -165,6 +165,10 @@ def normalize_sms_number(raw: str, country: str | None, default_region: str) -> 
     if not check.sms_capable:
         kind = (check.number_type or NumberType.UNKNOWN).value.replace("_", " ")
         raise InvalidPhoneNumber("not_sms_capable", f"a {kind} number cannot receive SMS")
+    if check.region is None or len(check.region) != 2:
+        # Satellite and other non-geographic numbers (+870, +881…): costly, and the favourite
+        # targets of SMS pumping.
+        raise InvalidPhoneNumber("non_geographic", "numbers outside any country are not served")
     return check
 
 

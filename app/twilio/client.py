@@ -129,7 +129,9 @@ class TwilioClient:
         try:
             return model.model_validate_json(response.content)
         except ValidationError as error:
-            raise TwilioError(f"unexpected answer from Twilio: {error}") from error
+            # Not the validation text: it echoes the answer, whose body may carry a code.
+            fields = ", ".join(".".join(map(str, issue["loc"])) for issue in error.errors())
+            raise TwilioError(f"unexpected answer from Twilio (fields: {fields})") from error
 
 
 def _error_for(response: httpx.Response, *, idempotent: bool) -> TwilioError:

@@ -21,6 +21,15 @@ async def get_by_external_id(
     return (await session.execute(statement)).scalar_one_or_none()
 
 
+async def verified_elsewhere(session: AsyncSession, phone_index: bytes, user_id: uuid.UUID) -> bool:
+    statement = select(User.id).where(
+        User.phone_index == phone_index,
+        User.phone_verified_at.is_not(None),
+        User.id != user_id,
+    )
+    return (await session.execute(statement.limit(1))).first() is not None
+
+
 async def external_id_of(session: AsyncSession, user_id: uuid.UUID) -> str | None:
     statement = select(User.external_id).where(User.id == user_id)
     return (await session.execute(statement)).scalar_one_or_none()

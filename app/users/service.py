@@ -56,6 +56,11 @@ async def get_user(session: AsyncSession, external_id: str, *, for_update: bool 
     return user
 
 
+async def verified_elsewhere(session: AsyncSession, phone_index: bytes, user_id: uuid.UUID) -> bool:
+    """Whether another user has verified this number."""
+    return await repository.verified_elsewhere(session, phone_index, user_id)
+
+
 async def find_user(session: AsyncSession, external_id: str) -> User | None:
     return await repository.get_by_external_id(session, external_id)
 
