@@ -4,6 +4,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
+from arq.connections import ArqRedis
 from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,6 +23,7 @@ from app.codes.service import CheckOutcome, Purpose
 from app.core.deps import PhoneCipherDep, RateLimiterDep, RedisDep, SessionDep, SettingsDep
 from app.core.errors import Unprocessable, problem_response, problem_responses
 from app.idempotency.dependencies import IdempotencyDep
+from app.idempotency.service import Idempotency
 from app.outbox.queue import enqueue_send
 from app.users import service as users
 from app.users.models import User
@@ -61,6 +63,20 @@ async def _target(
     if user_id is None:
         raise Unprocessable("give the `user_id` the code is for")
     return user_id, await users.find_user(session, user_id)
+
+
+async def _answer(
+    requested: service.CodeRequested,
+    idempotency: Idempotency,
+    session: AsyncSession,
+    redis: ArqRedis,
+    background: BackgroundTasks,
+) -> CodeSent:
+    """Keeps the answer for retries, and queues the code (at the front) after the commit."""
+    await idempotency.complete(session, status.HTTP_202_ACCEPTED, requested.answer)
+    if requested.message_id is not None:
+        background.add_task(enqueue_send, redis, [requested.message_id], priority=True)
+    return requested.answer
 
 
 def _ip(request: Request) -> str | None:
@@ -113,10 +129,7 @@ async def send_two_factor_code(
         purpose=Purpose.TWO_FACTOR,
         ip=_ip(request),
     )
-    await idempotency.complete(session, status.HTTP_202_ACCEPTED, requested.answer)
-    if requested.message_id is not None:
-        background.add_task(enqueue_send, redis, [requested.message_id], priority=True)
-    return requested.answer
+    return await _answer(requested, idempotency, session, redis, background)
 
 
 @router.post(
@@ -172,10 +185,7 @@ async def start_phone_verification(
         purpose=Purpose.PHONE_VERIFICATION,
         ip=_ip(request),
     )
-    await idempotency.complete(session, status.HTTP_202_ACCEPTED, requested.answer)
-    if requested.message_id is not None:
-        background.add_task(enqueue_send, redis, [requested.message_id], priority=True)
-    return requested.answer
+    return await _answer(requested, idempotency, session, redis, background)
 
 
 @router.post(
