@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import sys
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -37,6 +38,8 @@ from app.core.migrations import upgrade_to_head
 from app.core.settings import Settings
 from app.localdev.servers import start_postgres, start_redis
 from app.main import create_app
+from app.outbox.service import Outbox
+from app.twilio.client import TwilioClient
 from tests.support import RsaKeys, create_database, generate_rsa_keys, run_sql
 
 DEFAULT_TEST_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -241,3 +244,24 @@ def make_api_key(
         return bearer(created.secret)
 
     return make
+
+
+@pytest.fixture
+async def twilio(settings: Settings) -> AsyncIterator[TwilioClient]:
+    """The real Twilio client, on the settings' account: respx stands in for Twilio."""
+    client = TwilioClient(settings.twilio, timeout_seconds=2)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def outbox(
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    cipher: PhoneCipher,
+    twilio: TwilioClient,
+) -> Outbox:
+    """The outbox on the test's transaction, with seeded jitter. One look at Twilio before a
+    resend: the look-again window has tests of its own."""
+    once = settings.model_copy(update={"send_reconcile_window_seconds": 0})
+    return Outbox(once, sessionmaker, cipher, twilio, random.Random(20261121))

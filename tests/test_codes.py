@@ -60,25 +60,6 @@ SIX_DIGITS = re.compile(r"(?<!\d)\d{6}(?!\d)")
 # --- fixtures and helpers ------------------------------------------------------------------
 
 
-@pytest.fixture
-async def twilio(settings: Settings) -> AsyncIterator[TwilioClient]:
-    client = TwilioClient(settings.twilio, timeout_seconds=2)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-def outbox(
-    settings: Settings,
-    sessionmaker: async_sessionmaker[AsyncSession],
-    cipher: PhoneCipher,
-    twilio: TwilioClient,
-) -> Outbox:
-    # One look at Twilio before a resend (no look-again window).
-    once = settings.model_copy(update={"send_reconcile_window_seconds": 0})
-    return Outbox(once, sessionmaker, cipher, twilio, random.Random(5))
-
-
 def form(request: httpx.Request) -> dict[str, str]:
     return dict(parse_qsl(request.content.decode()))
 

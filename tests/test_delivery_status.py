@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -476,13 +476,6 @@ async def test_unknown_parameters_count_in_the_signature(
 
 
 # --- the backstop poller and prices --------------------------------------------------------
-
-
-@pytest.fixture
-async def twilio(settings: Settings) -> AsyncIterator[TwilioClient]:
-    client = TwilioClient(settings.twilio, timeout_seconds=2)
-    yield client
-    await client.aclose()
 
 
 class FakeTwilio:

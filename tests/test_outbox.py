@@ -60,25 +60,6 @@ Answer = Callable[[], httpx.Response | Exception]
 
 
 @pytest.fixture
-async def twilio(settings: Settings) -> AsyncIterator[TwilioClient]:
-    client = TwilioClient(settings.twilio, timeout_seconds=2)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-def outbox(
-    settings: Settings,
-    sessionmaker: async_sessionmaker[AsyncSession],
-    cipher: PhoneCipher,
-    twilio: TwilioClient,
-) -> Outbox:
-    # One look at Twilio before a resend: the look-again window has tests of its own.
-    once = settings.model_copy(update={"send_reconcile_window_seconds": 0})
-    return Outbox(once, sessionmaker, cipher, twilio, random.Random(20261121))
-
-
-@pytest.fixture
 def api(settings: Settings) -> Iterator[respx.MockRouter]:
     """Twilio, as respx: any request without a route fails the test."""
     with respx.mock(base_url=twilio_base(settings), assert_all_called=False) as router:
