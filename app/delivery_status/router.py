@@ -4,8 +4,7 @@ from fastapi import APIRouter, BackgroundTasks, Response, status
 
 from app.core.deps import SessionDep, SessionmakerDep
 from app.core.errors import problem_responses
-from app.delivery_status import repository
-from app.delivery_status.service import apply_status, apply_when_known
+from app.delivery_status.service import apply_status, apply_when_known, is_known
 from app.twilio.requests import TwilioForm, form_body
 
 router = APIRouter(prefix="/api", tags=["twilio"])
@@ -39,7 +38,7 @@ async def status_callback(
     if isinstance(sid, str) and isinstance(reported, str):
         error_code = int(code) if isinstance(code, str) and code.isdigit() else None
         applied = await apply_status(session, sid, reported, error_code, source="callback")
-        if not applied and not await repository.is_known(session, sid):
+        if not applied and not await is_known(session, sid):
             # Maybe earlier than the worker's record of the SID: looked at again after the
             # answer (Twilio does not wait, and does not resend).
             background.add_task(apply_when_known, sessionmaker, sid, reported, error_code)

@@ -57,6 +57,11 @@ async def apply_status(
     return True
 
 
+async def is_known(session: AsyncSession, sid: str) -> bool:
+    """Whether a message of ours has this SID (yet)."""
+    return await repository.is_known(session, sid)
+
+
 async def apply_when_known(
     sessionmaker: async_sessionmaker[AsyncSession],
     sid: str,
