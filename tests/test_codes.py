@@ -90,13 +90,15 @@ async def service(make_api_key: MakeKey) -> dict[str, str]:
 @asynccontextmanager
 async def clients(
     settings: Settings,
-    sessionmaker: async_sessionmaker[AsyncSession],
+    sessionmaker: async_sessionmaker[AsyncSession] | None,
     ips: Sequence[str] = ("127.0.0.1",),
     **changes: Any,
 ) -> AsyncIterator[list[httpx.AsyncClient]]:
-    """The app with some settings changed, on the test's transaction; one client per IP."""
+    """The app with some settings changed, one client per IP: on the test's transaction, or
+    with `sessionmaker=None` on its own pool (each request its own connection and commit)."""
     application = create_app(settings.model_copy(update=changes))
-    application.dependency_overrides[get_sessionmaker] = lambda: sessionmaker
+    if sessionmaker is not None:
+        application.dependency_overrides[get_sessionmaker] = lambda: sessionmaker
     async with LifespanManager(application) as running:
         opened = [
             httpx.AsyncClient(
@@ -974,23 +976,11 @@ async def live_clients(
     ips: Sequence[str] = ("127.0.0.1",),
     **changes: Any,
 ) -> AsyncIterator[list[httpx.AsyncClient]]:
-    """The app with its own pool (each request its own connection and commit), one client
-    per IP; the users named LIVE… and their messages are deleted afterwards."""
-    application = create_app(settings.model_copy(update=changes))
+    """`clients` on the app's own pool; the users named LIVE… and their messages are deleted
+    afterwards."""
     try:
-        async with LifespanManager(application) as running:
-            opened = [
-                httpx.AsyncClient(
-                    transport=httpx.ASGITransport(app=running.app, client=(ip, 1234)),
-                    base_url="http://live",
-                )
-                for ip in ips
-            ]
-            try:
-                yield opened
-            finally:
-                for client in opened:
-                    await client.aclose()
+        async with clients(settings, None, ips, **changes) as opened:
+            yield opened
     finally:
         async with engine.begin() as connection:
             ours = {"pattern": f"{LIVE}%"}
