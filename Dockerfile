@@ -22,4 +22,6 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz')"
 # X-Forwarded-For is believed only from the proxies in FORWARDED_ALLOW_IPS (uvicorn reads it;
 # default 127.0.0.1): the per-IP limits of one-time codes depend on the client address.
-CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000", "--workers", "2", "--proxy-headers", "--no-access-log"]
+# One process per container (scale with replicas): each process has its own Prometheus
+# registry, and two behind one port would answer scrapes at random.
+CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers", "--no-access-log"]

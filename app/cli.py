@@ -121,10 +121,13 @@ def users_group() -> None:
 @users_group.command("erase")
 @click.argument("user_id")
 def erase_user(user_id: str) -> None:
-    """Erase a user: profile, encrypted number, its index, preferences, topics."""
+    """Erase a user as DELETE /api/users/{user_id} does: profile, number, preferences, topics,
+    bookings; their messages lose the user, number and body. Recorded as asked by `cli`."""
+    from app.users.service import CLI_REQUESTER
     from app.users.service import erase_user as erase
 
-    _run_in_session(lambda session: erase(session, user_id))
+    settings = Settings()
+    _run_in_session(lambda session: erase(session, settings, user_id, requested_by=CLI_REQUESTER))
     click.echo(f"erased {user_id}")
 
 
@@ -191,6 +194,37 @@ def worker_check(timeout: float) -> None:
         raise click.ClickException(f"no worker answered within {timeout} s") from error
     except Exception as error:  # the job ran and failed: say why in one line
         raise click.ClickException(f"the worker failed the check: {error!r}") from error
+
+
+@cli.group("retention")
+def retention_group() -> None:
+    """Message retention (the worker runs it daily at 03:17 UTC)."""
+
+
+@retention_group.command("run")
+@click.option("--dry-run", is_flag=True, help="Count what a run would do; change nothing.")
+def run_retention(dry_run: bool) -> None:
+    """Erase bodies past MESSAGE_BODY_RETENTION_DAYS, delete messages past
+    MESSAGE_RETENTION_DAYS (their counts kept per day), in short batches."""
+    from app.retention.service import Report, apply_retention
+
+    settings = Settings()
+
+    async def run() -> Report:
+        engine = create_engine(settings)
+        try:
+            return await apply_retention(create_sessionmaker(engine), settings, dry_run=dry_run)
+        finally:
+            await engine.dispose()
+
+    report = asyncio.run(run())
+    if dry_run:
+        click.echo("dry run: nothing was changed; a run now would do this")
+    click.echo(f"bodies erased:             {report.bodies_erased}")
+    click.echo(f"notification data erased:  {report.notification_data_erased}")
+    click.echo(f"messages deleted:          {report.messages_deleted}")
+    click.echo(f"days aggregated:           {report.days_aggregated}")
+    click.echo(f"notifications deleted:     {report.notifications_deleted}")
 
 
 def main() -> None:

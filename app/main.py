@@ -8,6 +8,9 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from app.analytics.router import router as analytics_router
+from app.bookings.router import router as bookings_router
+from app.campaigns.router import router as campaigns_router
 from app.codes.router import router as codes_router
 from app.core.body_limit import BodyLimitMiddleware
 from app.core.errors import Problem, install_error_handlers
@@ -18,6 +21,9 @@ from app.core.state import State, close_state, open_state
 from app.delivery_status.router import router as delivery_status_router
 from app.health.router import router as health_router
 from app.messages.router import router as messages_router
+from app.messages.service import templates_dir
+from app.notifications.rendering import check_templates
+from app.notifications.router import router as notifications_router
 from app.optouts.router import router as optouts_router
 from app.phone_validation.router import router as phone_validation_router
 from app.preferences.router import router as preferences_router
@@ -37,6 +43,8 @@ or the end user's JWT. Every error is `application/problem+json` with a stable `
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings.log_level)
+    # A broken template override stops the start, not a request later.
+    check_templates(templates_dir(settings))
 
     # No Twilio account: the sandbox stands in for Twilio, mounted here (SPEC §7).
     sandbox = create_sandbox_app() if settings.twilio_sandboxed else None
@@ -71,6 +79,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         preferences_router,
         topics_router,
         messages_router,
+        analytics_router,
+        notifications_router,
+        campaigns_router,
+        bookings_router,
         codes_router,
         delivery_status_router,
         optouts_router,

@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import os
 import socket
+from datetime import UTC
 from typing import Any
 
 from arq import cron, func
 from sqlalchemy import text
 
+from app.campaigns.chunks import CampaignSender, chunk_timeout_seconds
+from app.campaigns.queue import CHUNK_JOB
+from app.campaigns.tasks import send_campaign_chunk, sweep_campaigns
 from app.core.logging import configure_logging
+from app.core.metrics import serve_metrics
 from app.core.redis import redis_settings
 from app.core.settings import Settings
 from app.core.state import State, close_state, open_state
 from app.delivery_status.tasks import fetch_prices, poll_statuses
+from app.messages.service import templates_dir
+from app.notifications.rendering import check_templates
 from app.outbox.queue import SEND_JOB
+from app.outbox.sender_limit import SenderLimit
 from app.outbox.service import Outbox, attempt_timeout_seconds
 from app.outbox.tasks import send_message, sweep
+from app.retention.tasks import RETENTION_TIMEOUT_SECONDS, run_retention
 
 EVERY_5_SECONDS = set(range(0, 60, 5))
 
@@ -24,15 +33,31 @@ EVERY_5_SECONDS = set(range(0, 60, 5))
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
     configure_logging(settings.log_level)
+    check_templates(templates_dir(settings))
+    # First: a port already taken stops the worker before it has opened anything.
+    if settings.worker_metrics_port is not None:
+        ctx["stop_metrics"] = serve_metrics(settings.worker_metrics_port)
     state = await open_state(settings)
     ctx["state"] = state
-    ctx["outbox"] = Outbox(settings, state["sessionmaker"], state["phone_cipher"], state["twilio"])
+    ctx["outbox"] = Outbox(
+        settings,
+        state["sessionmaker"],
+        state["phone_cipher"],
+        state["twilio"],
+        sender_limit=SenderLimit.from_settings(settings, state["redis"]),
+    )
+    ctx["campaigns"] = CampaignSender.build(
+        settings, state["sessionmaker"], state["redis"], ctx["outbox"]
+    )
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     state: State | None = ctx.get("state")
     if state is not None:
         await close_state(state)
+    stop_metrics = ctx.pop("stop_metrics", None)
+    if stop_metrics is not None:
+        stop_metrics()
 
 
 async def check_worker(ctx: dict[str, Any]) -> dict[str, str]:
@@ -56,13 +81,33 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
                 max_tries=1_000_000,
                 timeout=attempt_timeout,
             ),
+            # Job id `campaign:<id>:<chunk>`; a chunk out of time runs again (arq's Retry).
+            func(
+                send_campaign_chunk,
+                name=CHUNK_JOB,
+                keep_result=0,
+                max_tries=1_000_000,
+                timeout=chunk_timeout_seconds(settings),
+            ),
             check_worker,
         ],
         "cron_jobs": [
             cron(sweep, second=EVERY_5_SECONDS, run_at_startup=True, keep_result=0),
+            cron(sweep_campaigns, second=EVERY_5_SECONDS, run_at_startup=True, keep_result=0),
             cron(poll_statuses, second={30}, keep_result=0),
             cron(fetch_prices, second={45}, keep_result=0),
+            # Daily at 03:17 UTC (see "timezone"); one worker of several gets it (arq's
+            # unique cron job id), and the batches skip locked rows anyway.
+            cron(
+                run_retention,
+                hour={3},
+                minute={17},
+                keep_result=0,
+                timeout=RETENTION_TIMEOUT_SECONDS,
+            ),
         ],
+        # Cron hours and minutes are read in UTC, whatever the host's zone.
+        "timezone": UTC,
         "on_startup": startup,
         "on_shutdown": shutdown,
         "redis_settings": redis_settings(settings),

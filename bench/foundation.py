@@ -15,28 +15,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import secrets
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-import asyncpg
 import httpx
 import jwt
 import phonenumbers
 from asgi_lifespan import LifespanManager
-from sqlalchemy import make_url
 
 from app.auth import api_keys
 from app.auth.principal import Scope
 from app.core.crypto import PhoneCipher
 from app.core.database import create_engine, create_sessionmaker, transaction
-from app.core.migrations import upgrade_to_head
 from app.core.phone import normalize_sms_number
 from app.core.settings import Settings
 from app.main import create_app
+from bench.support import bench_servers
 
 NUMBERS = ["+1 (415) 555-2671", "00 44 7911 123456", "+33 6 12 34 56 78", "+49 170 1234567"]
 
@@ -127,42 +122,17 @@ async def bench_requests(database_url: str, redis_url: str, count: int) -> dict[
     return figures
 
 
-async def own_database(server_url: str) -> tuple[str, Callable[[], Coroutine[Any, Any, None]]]:
-    name = f"sms_bench_{secrets.token_hex(4)}"
-    dsn = server_url.replace("postgresql+asyncpg://", "postgresql://", 1)
-    connection = await asyncpg.connect(dsn)
-    await connection.execute(f'CREATE DATABASE "{name}"')
-    await connection.close()
-
-    async def drop() -> None:
-        connection = await asyncpg.connect(dsn)
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await connection.close()
-
-    return make_url(server_url).set(database=name).render_as_string(False), drop
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5000)
     args = parser.parse_args()
-    server = Settings(
-        _env_file=None,
-        database_url=os.environ.get(
-            "BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
-        ),
-    ).database_url
-    assert server is not None
-    redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 
     figures = bench_phone(args.rounds)
-    database_url, drop = asyncio.run(own_database(server))
-    try:
-        upgrade_to_head(database_url)
-        figures |= asyncio.run(bench_requests(database_url, redis_url, args.requests))
-    finally:
-        asyncio.run(drop())
+    with bench_servers() as servers:
+        figures |= asyncio.run(
+            bench_requests(servers.database_url, servers.redis_url, args.requests)
+        )
 
     width = max(len(name) for name in figures)
     for name, value in figures.items():

@@ -3,6 +3,7 @@ server, the API under uvicorn, arq workers, on the test PostgreSQL and Redis."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -17,9 +18,22 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+import redis
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
-from app.core.settings import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, SANDBOX_FROM_NUMBER
+from app.auth import api_keys
+from app.auth.principal import Scope
+from app.core.database import transaction
+from app.core.migrations import upgrade_to_head
+from app.core.settings import (
+    SANDBOX_ACCOUNT_SID,
+    SANDBOX_AUTH_TOKEN,
+    SANDBOX_FROM_NUMBER,
+    Settings,
+)
+from app.messages.status import FINAL
 from app.twilio.signature import compute_signature
+from tests.support import create_database
 
 PROJECT = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 30.0
@@ -197,3 +211,60 @@ def running_stack(database_url: str, redis_url: str, log_dir: Path) -> Iterator[
         yield stack
     finally:
         stack.stop_all()
+
+
+def create_api_key(database_url: str, name: str = "e2e") -> str:
+    """A service key with every sending scope, made straight in the stack's database."""
+
+    async def create() -> str:
+        url = Settings(_env_file=None, database_url=database_url).database_url
+        assert url is not None
+        engine = create_async_engine(url)
+        try:
+            async with transaction(async_sessionmaker(engine)) as session:
+                created = await api_keys.create_key(
+                    session, name, [Scope.SMS_SEND, Scope.SMS_READ, Scope.USERS_WRITE]
+                )
+        finally:
+            await engine.dispose()
+        return created.secret
+
+    return asyncio.run(create())
+
+
+@contextmanager
+def e2e_stack(
+    database_url: str, redis_url: str, log_dir: Path, *, name: str, redis_db: int
+) -> Iterator[Stack]:
+    """A stack on a database and a Redis db of its own (one per test module: modules running
+    in one session must not share either), an API key in `extra_env["E2E_KEY"]` and a worker."""
+    url, drop = create_database(database_url, name)
+    own_redis = redis_url_for_db(redis_url, redis_db)
+    redis.Redis.from_url(own_redis).flushdb()
+    try:
+        upgrade_to_head(url)
+        with running_stack(url, own_redis, log_dir) as running:
+            running.extra_env["E2E_KEY"] = create_api_key(url)
+            running.start_worker("worker-1")
+            yield running
+    finally:
+        drop()
+
+
+@contextmanager
+def api_client(stack: Stack) -> Iterator[httpx.Client]:
+    headers = {"Authorization": f"Bearer {stack.extra_env['E2E_KEY']}"}
+    with httpx.Client(base_url=stack.api, headers=headers, timeout=10) as client:
+        yield client
+
+
+def settled(api: httpx.Client, message_id: str, timeout: float = 30.0) -> dict[str, Any]:
+    """The message once its status is final (delivered, undelivered, failed, …)."""
+    found: dict[str, Any] = {}
+
+    def is_final() -> bool:
+        found.update(api.get(f"/api/sms/status/{message_id}").json())
+        return found.get("status") in FINAL
+
+    wait_until(is_final, timeout=timeout, interval=0.1, what=f"message {message_id} final")
+    return found

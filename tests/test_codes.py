@@ -60,6 +60,10 @@ SIX_DIGITS = re.compile(r"(?<!\d)\d{6}(?!\d)")
 # --- fixtures and helpers ------------------------------------------------------------------
 
 
+def two_factor_text(code: str) -> str:
+    return f"Your sign-in code is {code}. It expires in 10 minutes. Never share it."
+
+
 def form(request: httpx.Request) -> dict[str, str]:
     return dict(parse_qsl(request.content.decode()))
 
@@ -229,6 +233,29 @@ async def forget_cooldowns(redis_client: redis.asyncio.Redis) -> None:
 # --- the code: right once, wrong five times, expired -----------------------------------------
 
 
+async def test_the_code_message_is_in_the_users_language(
+    client: httpx.AsyncClient,
+    redis_client: redis.asyncio.Redis,
+    manager: dict[str, str],
+    session: AsyncSession,
+    outbox: Outbox,
+    api: respx.MockRouter,
+    settings: Settings,
+) -> None:
+    await put_user(client, manager, "amelie")
+    response = await client.put("/api/users/amelie", json={"locale": "fr-FR"}, headers=manager)
+    assert response.status_code == 200, response.text
+
+    assert_accepted(await request_2fa(client, "amelie"), settings)
+    code = await deliver(outbox, api, await message_of(session, "amelie"))
+
+    sent = form(api.routes["create"].calls.last.request)
+    assert sent["Body"] == (
+        f"Votre code de connexion est {code}. Il expire dans 10 minutes. Ne le partagez jamais."
+    )
+    assert_verified(await verify_2fa(client, "amelie", code))
+
+
 async def test_the_right_code_approves_once_and_never_again(
     client: httpx.AsyncClient,
     redis_client: redis.asyncio.Redis,
@@ -244,7 +271,9 @@ async def test_the_right_code_approves_once_and_never_again(
     code = await deliver(outbox, api, await message_of(session, "alice"))
     sent = form(api.routes["create"].calls.last.request)
     assert sent["To"] == NUMBER
-    assert sent["Body"] == settings.otp_message.format(code=code)
+    assert sent["Body"] == (
+        f"Your sign-in code is {code}. It expires in 10 minutes. Never share it."
+    )
 
     assert_verified(await verify_2fa(client, "alice", code))
     assert_invalid(await verify_2fa(client, "alice", code))
@@ -879,8 +908,8 @@ async def test_an_ambiguous_create_is_reconciled_by_the_code_in_twilios_copy(
     # Twilio did take it; its list also holds an older code to the same number.
     listing = api.get("/Messages.json").mock(
         return_value=page(
-            resource(sid, body=settings.otp_message.format(code=code), status="sent"),
-            resource(new_sid(), body=settings.otp_message.format(code=another(code))),
+            resource(sid, body=two_factor_text(code), status="sent"),
+            resource(new_sid(), body=two_factor_text(another(code))),
         )
     )
     create.side_effect = twilio_takes_it

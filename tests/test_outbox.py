@@ -826,6 +826,32 @@ async def _queued_job_ids(arq_redis: ArqRedis, ids: list[uuid.UUID]) -> set[uuid
     return found
 
 
+async def test_a_scheduled_messages_own_deferred_job_releases_and_sends_it(
+    outbox: Outbox,
+    api: respx.MockRouter,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    cipher: PhoneCipher,
+) -> None:
+    past, future = now() - timedelta(minutes=1), now() + timedelta(hours=1)
+    due = await add_message(sessionmaker, cipher, status="scheduled", send_at=past)
+    early = await add_message(
+        sessionmaker, cipher, status="scheduled", send_at=future, next_attempt_at=future
+    )
+    create = api.post("/Messages.json").mock(side_effect=lambda _: created(new_sid()))
+
+    assert (await outbox.send(due, release=True)).outcome is Outcome.ACCEPTED
+    assert (await outbox.send(early, release=True)).outcome is Outcome.NOT_CLAIMED
+    # Without `release` (a job for a queued message), a scheduled one is not touched.
+    other = await add_message(sessionmaker, cipher, status="scheduled", send_at=past)
+    assert (await outbox.send(other)).outcome is Outcome.NOT_CLAIMED
+
+    assert create.call_count == 1
+    history = await events(sessionmaker, due)
+    assert history[:2] == [("queued", "worker"), ("sending", "worker")]
+    assert (await load(sessionmaker, early)).status == "scheduled"
+    assert (await load(sessionmaker, other)).status == "scheduled"
+
+
 async def test_the_sweep_releases_scheduled_messages_and_queues_everything_due(
     arq_redis: ArqRedis,
     sessionmaker: async_sessionmaker[AsyncSession],

@@ -28,6 +28,9 @@ from app.core.crypto import PhoneCipher
 from app.core.rate_limit import Limit, RateLimiter
 from app.core.settings import Settings
 from app.messages import service as messages
+from app.messages.service import templates_dir
+from app.notifications.localisation import recipient_locale_and_zone
+from app.notifications.rendering import render
 from app.optouts import service as optouts
 from app.users import service as users
 from app.users.models import User
@@ -113,7 +116,7 @@ async def request_code(
         principal,
         user,
         e164,
-        template_body=settings.otp_message.format(code=_FILLER_CODE),
+        template_body=code_text(settings, purpose, user, e164, _FILLER_CODE),
     )
     verification.message_id = message.id
     await session.flush()
@@ -136,22 +139,43 @@ def _limits(
     apart from a user who has one."""
     limits = []
     if ip:
-        limits.append(Limit(f"otp:ip:{ip}", settings.otp_sends_per_ip_per_hour, 3600))
+        limits.append(Limit(f"otp:ip:{ip}", settings.otp_sends_per_ip_per_hour, 3600, "otp_ip"))
     named = cipher.blind_index(f"user:{subject}").hex()
-    limits.append(Limit(f"otp:user:{named}", settings.otp_sends_per_user_per_hour, 3600))
+    limits.append(
+        Limit(f"otp:user:{named}", settings.otp_sends_per_user_per_hour, 3600, "otp_user")
+    )
     target = cipher.blind_index(e164).hex() if e164 is not None else f"user:{named}"
     if settings.otp_resend_cooldown_seconds > 0:  # 0: no cooldown (not a 1 s one)
         limits.append(
-            Limit(f"otp:cooldown:{purpose}:{target}", 1, settings.otp_resend_cooldown_seconds)
+            Limit(
+                f"otp:cooldown:{purpose}:{target}",
+                1,
+                settings.otp_resend_cooldown_seconds,
+                "otp_cooldown",
+            )
         )
-    limits.append(Limit(f"otp:number:{target}", settings.otp_sends_per_number_per_10_minutes, 600))
+    limits.append(
+        Limit(
+            f"otp:number:{target}",
+            settings.otp_sends_per_number_per_10_minutes,
+            600,
+            "otp_number",
+        )
+    )
     if e164 is not None:
         prefix = cipher.blind_index(e164[:-3]).hex()
         day = datetime.now(UTC).strftime("%Y%m%d")
         region = user.phone_region if user else None
         limits += [
-            Limit(f"otp:prefix:{prefix}", settings.otp_sends_per_prefix_per_hour, 3600),
-            Limit(f"otp:country:{region}:{day}", settings.otp_sends_per_country_per_day, 86400),
+            Limit(
+                f"otp:prefix:{prefix}", settings.otp_sends_per_prefix_per_hour, 3600, "otp_prefix"
+            ),
+            Limit(
+                f"otp:country:{region}:{day}",
+                settings.otp_sends_per_country_per_day,
+                86400,
+                "otp_country",
+            ),
         ]
     return limits
 
@@ -215,7 +239,7 @@ async def check_code(
 
 
 async def issue_code(
-    session: AsyncSession, settings: Settings, message_id: uuid.UUID
+    session: AsyncSession, settings: Settings, cipher: PhoneCipher, message_id: uuid.UUID
 ) -> str | None:
     """In the worker, just before sending: makes the code, keeps its hash, returns the body.
     None when the code was replaced, used or has expired: then nothing is sent."""
@@ -232,7 +256,25 @@ async def issue_code(
         CodeHasher(settings).hash(verification.id, code),
         now + timedelta(seconds=settings.otp_ttl_seconds),
     )
-    return settings.otp_message.format(code=code)
+    user = await users.user_by_id(session, verification.user_id)
+    e164 = cipher.decrypt(user.phone_encrypted) if user and user.phone_encrypted else None
+    return code_text(settings, Purpose(verification.purpose), user, e164, code)
+
+
+_CODE_EVENTS = {
+    Purpose.TWO_FACTOR: "auth.two_factor_code",
+    Purpose.PHONE_VERIFICATION: "phone.verification_code",
+}
+
+
+def code_text(
+    settings: Settings, purpose: Purpose, user: User | None, e164: str | None, code: str
+) -> str:
+    """The code's message in the user's language (operators change it with a template
+    override, like any notification)."""
+    locale, zone = recipient_locale_and_zone(user, e164)
+    data = {"code": code, "expires_in_minutes": settings.otp_ttl_seconds // 60}
+    return render(_CODE_EVENTS[purpose], data, locale, zone, overrides_dir=templates_dir(settings))
 
 
 async def is_current_code(

@@ -10,10 +10,14 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from app.core.metrics import RATE_LIMITED
+
 # KEYS: the counters; ARGV: for each, its limit then its window in ms.
-# Returns {0} when allowed (all counted), or {1, ms until the fullest broken window resets}.
+# Returns {0, 0, 0} when allowed (all counted), or {1, ms until the fullest broken window
+# resets, the 1-based index of that limit}.
 _SCRIPT = """
 local wait = -1
+local broken = 0
 for i, key in ipairs(KEYS) do
   local limit = tonumber(ARGV[2 * i - 1])
   local used = tonumber(redis.call('GET', key) or '0')
@@ -25,16 +29,16 @@ for i, key in ipairs(KEYS) do
       ttl = tonumber(ARGV[2 * i])
       if used > 0 then redis.call('PEXPIRE', key, ttl) end
     end
-    if ttl > wait then wait = ttl end
+    if ttl > wait then wait = ttl; broken = i end
   end
 end
-if wait >= 0 then return {1, wait} end
+if wait >= 0 then return {1, wait, broken} end
 for i, key in ipairs(KEYS) do
   if redis.call('INCR', key) == 1 or redis.call('PTTL', key) == -1 then
     redis.call('PEXPIRE', key, ARGV[2 * i])
   end
 end
-return {0, 0}
+return {0, 0, 0}
 """
 
 
@@ -43,6 +47,9 @@ class Limit:
     key: str
     limit: int
     window_seconds: int
+    # What its refusals are counted as (`sms_rate_limited_total{limit}`): never the key,
+    # which names a user, a number or an address.
+    name: str = "unnamed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +71,8 @@ class RateLimiter:
         args: list[int] = []
         for limit in limits:
             args += [limit.limit, limit.window_seconds * 1000]
-        refused, wait_ms = await self._script(keys=keys, args=args)
+        refused, wait_ms, broken = await self._script(keys=keys, args=args)
         if not refused:
             return Verdict(True)
+        RATE_LIMITED.labels(limits[int(broken) - 1].name).inc()
         return Verdict(False, max(1, -(-int(wait_ms) // 1000)))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
+from datetime import time
+from decimal import Decimal
 from functools import cached_property
 from typing import Annotated, Literal
 
@@ -83,8 +85,19 @@ class Settings(BaseSettings):
     # After an attempt whose outcome is unknown, how long to keep looking for the message at
     # Twilio (its list can lag its create) before sending it again.
     send_reconcile_window_seconds: float = Field(default=30.0, ge=0, le=3600)
+    # Each sender's rate at Twilio (its MPS), in segments per second, shared by every worker
+    # (app/outbox/sender_limit.py). 0: no limit of ours (Twilio queues what exceeds its rate).
+    sender_segments_per_second: float = Field(default=0, ge=0, le=10_000)
     # Jobs one worker process runs at once (each mostly waits on Twilio).
     worker_max_jobs: int = Field(default=50, ge=1, le=1000)
+    # The worker's Prometheus metrics on this port (/metrics); unset: not served.
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    # Bulk campaigns (app/campaigns): messages per chunk (one arq job each), a campaign's chunk
+    # jobs queued or running at once (the others wait in the database, so the queue stays short
+    # for codes and single messages), and a worker's campaign messages in flight at once.
+    campaign_chunk_size: int = Field(default=500, ge=1, le=10_000)
+    campaign_parallel_chunks: int = Field(default=4, ge=1, le=100)
+    campaign_concurrency: int = Field(default=20, ge=1, le=1000)
 
     # One-time codes (SPEC §8) and the limits that keep SMS pumping from paying off.
     otp_ttl_seconds: int = Field(default=600, ge=60, le=3600)
@@ -99,10 +112,6 @@ class Settings(BaseSettings):
     # Code requests and checks answer no sooner than this: whether a user or number exists
     # changes how much work a request does, and must not show in its timing. 0 disables.
     otp_response_floor_ms: int = Field(default=100, ge=0, le=5000)
-    otp_message: str = Field(
-        default="Your verification code is {code}. It expires in 10 minutes. Never share it.",
-        pattern=r"\{code\}",
-    )
 
     # Replies to inbound keywords (unless Twilio's Advanced Opt-Out already answered).
     sms_help_reply: str = (
@@ -113,6 +122,22 @@ class Settings(BaseSettings):
         "You are unsubscribed and will receive no more messages. Reply START to resubscribe."
     )
     sms_opt_in_reply: str = "You are resubscribed. Reply STOP to unsubscribe."
+
+    # Notifications: a directory of `<locale>.toml` files whose entries replace the built-in
+    # templates (app/notifications/templates); read again when a file changes.
+    notification_templates_dir: str | None = None
+    # Quiet hours (SPEC §6), in the recipient's local time: marketing and bulk messages that
+    # would arrive between START and END wait until END. Equal times: no quiet hours.
+    quiet_hours_start: time = time(21, 0)
+    quiet_hours_end: time = time(8, 0)
+
+    # Retention (SPEC §9): bodies are erased after the first, message rows deleted after the
+    # second (their counts kept as daily aggregates, so analytics of old periods stay right).
+    message_body_retention_days: int = Field(default=7, ge=1)
+    message_retention_days: int = Field(default=365, ge=1)
+    # Cost estimate for messages whose price Twilio has not reported (yet): per segment.
+    sms_estimated_price_per_segment: Decimal = Field(default=Decimal("0.0083"), ge=0)
+    sms_price_currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
 
     local_data_dir: str = ".data"
 
@@ -135,6 +160,7 @@ class Settings(BaseSettings):
         "twilio_from_number",
         "twilio_messaging_service_sid",
         "twilio_base_url",
+        "notification_templates_dir",
         mode="before",
     )
     @classmethod

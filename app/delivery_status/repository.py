@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Interval, func, or_, select, type_coerce, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.messages.models import Message
@@ -21,6 +21,8 @@ PRICE_ASK_EVERY = timedelta(minutes=10)
 class Advanced:
     message_id: uuid.UUID
     to_index: bytes | None
+    category: str
+    since_attempt: timedelta | None  # since the last attempt began, by the database's clock
 
 
 async def advance(
@@ -44,10 +46,15 @@ async def advance(
         update(Message)
         .where(Message.twilio_sid == sid, Message.status.in_(earlier))
         .values(**values)
-        .returning(Message.id, Message.to_index)
+        .returning(
+            Message.id,
+            Message.to_index,
+            Message.category,
+            type_coerce(func.clock_timestamp() - Message.last_attempt_at, Interval),
+        )
     )
     row = (await session.execute(statement)).first()
-    return Advanced(row[0], row[1]) if row else None
+    return Advanced(row[0], row[1], row[2], row[3]) if row else None
 
 
 async def is_known(session: AsyncSession, sid: str) -> bool:

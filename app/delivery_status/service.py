@@ -9,6 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.database import transaction
 from app.delivery_status import repository
+from app.delivery_status.metrics import CALLBACK_LAG
+from app.messages.metrics import count_entered
 from app.messages.repository import add_events
 from app.messages.status import FROM_TWILIO
 from app.optouts import service as optouts
@@ -52,6 +54,9 @@ async def apply_status(
         twilio_status=twilio_status,
         error_code=error_code,
     )
+    count_entered(session, status, [advanced.category])
+    if source == "callback" and advanced.since_attempt is not None:
+        CALLBACK_LAG.labels(status).observe(max(0.0, advanced.since_attempt.total_seconds()))
     if error_code == OPT_OUT_CODE and advanced.to_index is not None:
         await optouts.opt_out(session, advanced.to_index, source="twilio_21610", message_sid=sid)
     return True

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, tuple_, update
+from sqlalchemy import delete, func, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -90,3 +91,37 @@ async def purge_expired(session: AsyncSession, *, batch: int = 1000) -> int:
         .returning(IdempotencyKey.key)
     )
     return len((await session.execute(statement)).all())
+
+
+async def delete_for_principal(session: AsyncSession, principal: str) -> int:
+    statement = (
+        delete(IdempotencyKey)
+        .where(IdempotencyKey.principal == principal)
+        .returning(IdempotencyKey.key)
+    )
+    return len((await session.execute(statement)).all())
+
+
+async def answers_naming_user(session: AsyncSession, user_id: str) -> list[IdempotencyKey]:
+    """Stored answers holding an object whose `user_id` is this user's, at any depth: a
+    message (`/send`), or an entry of `queued` / `skipped` (notify). A scan of the table:
+    erasures are rare."""
+    naming = func.jsonb_path_exists(
+        IdempotencyKey.response_body,
+        text("'$.** ? (@.user_id == $id)'::jsonpath"),
+        func.jsonb_build_object("id", user_id),
+    )
+    statement = select(IdempotencyKey).where(naming).with_for_update()
+    return list((await session.execute(statement)).scalars())
+
+
+async def replace_answers(session: AsyncSession, answers: Sequence[tuple[str, str, Any]]) -> None:
+    """(principal, key, body) each: an UPDATE by primary key, batched."""
+    if answers:
+        await session.execute(
+            update(IdempotencyKey),
+            [
+                {"principal": principal, "key": key, "response_body": body}
+                for principal, key, body in answers
+            ],
+        )

@@ -77,3 +77,41 @@ class Idempotency:
         if self._claimed and self._key is not None:
             async with transaction(self._sessionmaker) as session:
                 await repository.release(session, self._principal, self._key)
+
+
+async def forget_user(session: AsyncSession, user_id: str) -> None:
+    """A user is erased. Their own requests' answers are deleted (nobody can retry them now).
+    Answers kept for services that name the user lose the user's id and, for a message, its
+    masked number and body: a retry within the day is still answered, not sent again."""
+    await repository.delete_for_principal(session, f"user:{user_id}")
+    found = await repository.answers_naming_user(session, user_id)
+    await repository.replace_answers(
+        session,
+        [(row.principal, row.key, _without_user(row.response_body, user_id)) for row in found],
+    )
+
+
+_ABOUT_THE_RECIPIENT = ("user_id", "to", "body")
+
+
+def _without_user(value: Any, user_id: str) -> Any:
+    if isinstance(value, list):
+        return [_without_user(item, user_id) for item in value]
+    if not isinstance(value, dict):
+        return value
+    if value.get("user_id") == user_id:
+        value = {**value, **{name: None for name in _ABOUT_THE_RECIPIENT if name in value}}
+    return {name: _without_user(item, user_id) for name, item in value.items()}
+
+
+async def purge_expired(
+    sessionmaker: async_sessionmaker[AsyncSession], *, batch: int = 1000
+) -> int:
+    """Deletes stored answers past their 24 h, a batch per short transaction."""
+    purged = 0
+    while True:
+        async with transaction(sessionmaker) as session:
+            done = await repository.purge_expired(session, batch=batch)
+        purged += done
+        if done < batch:
+            return purged

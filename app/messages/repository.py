@@ -5,8 +5,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from sqlalchemy import (
+    ColumnElement,
     Integer,
     Select,
     String,
@@ -23,8 +25,11 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth.models import ApiKey
+from app.messages.metrics import count_entered
 from app.messages.models import Message, MessageEvent
 from app.messages.status import Status
+from app.notifications.models import Notification
 from app.users.models import User
 
 
@@ -39,13 +44,16 @@ class MessageFilter:
     created_before: datetime | None = None
 
 
-async def add(session: AsyncSession, message: Message, event: MessageEvent) -> Message:
-    session.add(message)
+async def add_many(
+    session: AsyncSession, messages: Sequence[Message], events: Sequence[MessageEvent]
+) -> list[Message]:
+    """Inserts messages and their first events; the ORM batches each table's rows into a few
+    multi-row INSERTs."""
+    session.add_all(messages)
     await session.flush()
-    event.message_id = message.id
-    session.add(event)
+    session.add_all(events)
     await session.flush()
-    return message
+    return list(messages)
 
 
 def _with_owner() -> Select[Message, str]:
@@ -56,6 +64,22 @@ def _with_owner() -> Select[Message, str]:
 async def get(session: AsyncSession, message_id: uuid.UUID) -> tuple[Message, str | None] | None:
     row = (await session.execute(_with_owner().where(Message.id == message_id))).first()
     return (row[0], row[1]) if row else None
+
+
+async def get_with_requester(
+    session: AsyncSession, message_id: uuid.UUID
+) -> tuple[Message, str | None, str | None] | None:
+    """The message, its owner's external id, and the name of the API key that asked for it
+    (revoked keys keep their name; None when a user asked)."""
+    asked_by_key = Message.requested_by == literal("api_key:") + cast(ApiKey.id, String)
+    statement = (
+        select(Message, User.external_id, ApiKey.name)
+        .outerjoin(User, User.id == Message.user_id)
+        .outerjoin(ApiKey, asked_by_key)
+        .where(Message.id == message_id)
+    )
+    row = (await session.execute(statement)).first()
+    return (row[0], row[1], row[2]) if row else None
 
 
 async def history(
@@ -138,6 +162,24 @@ async def cancel(session: AsyncSession, message_id: uuid.UUID) -> Message | None
     return (await session.execute(statement)).scalar_one_or_none()
 
 
+async def cancel_where(
+    session: AsyncSession, condition: ColumnElement[bool], *, detail: str
+) -> list[uuid.UUID]:
+    """Cancels, with their events, the messages matching `condition` that Twilio cannot have."""
+    statement = (
+        update(Message)
+        .where(condition, _NOT_AT_TWILIO)
+        .values(status=Status.CANCELLED, final_at=func.now())
+        .returning(Message.id, Message.category)
+    )
+    rows = (await session.execute(statement)).all()
+    cancelled = [row[0] for row in rows]
+    if cancelled:
+        await add_events(session, cancelled, Status.CANCELLED, source="api", detail=detail)
+        count_entered(session, Status.CANCELLED, [row[1] for row in rows])
+    return cancelled
+
+
 async def add_events(
     session: AsyncSession,
     message_ids: Sequence[uuid.UUID],
@@ -171,19 +213,86 @@ async def add_events(
     )
 
 
-async def forget_recipient(session: AsyncSession, user_id: uuid.UUID) -> list[uuid.UUID]:
-    """A user is erased: what was not yet handed to Twilio is cancelled, and every message of
-    theirs forgets the number (a message Twilio already has is still tracked by its SID)."""
-    pending = (
-        update(Message)
-        .where(Message.user_id == user_id, _NOT_AT_TWILIO)
-        .values(status=Status.CANCELLED, final_at=func.now())
-        .returning(Message.id)
+class NewEvent(NamedTuple):
+    """One message's event, when each message of a batch has its own status or detail."""
+
+    message_id: uuid.UUID
+    status: Status
+    source: str
+    twilio_status: str | None = None
+    error_code: int | None = None
+    detail: str | None = None
+
+
+async def add_event_rows(session: AsyncSession, events: Sequence[NewEvent]) -> None:
+    """Events of many messages, each with its own values, in one INSERT (in the given order:
+    ids follow it)."""
+    if not events:
+        return
+    rows = select(
+        func.unnest(
+            cast([event.message_id for event in events], ARRAY(UUID)),
+            cast([event.status.value for event in events], ARRAY(String)),
+            cast([event.twilio_status for event in events], ARRAY(String)),
+            cast([event.error_code for event in events], ARRAY(Integer)),
+            cast([event.source for event in events], ARRAY(String)),
+            cast([event.detail for event in events], ARRAY(String)),
+        )
+        .table_valued("message_id", "status", "twilio_status", "error_code", "source", "detail")
+        .render_derived(name="event")
     )
-    cancelled = list((await session.execute(pending)).scalars())
     await session.execute(
-        update(Message).where(Message.user_id == user_id).values(to_encrypted=None, to_index=None)
+        insert(MessageEvent).from_select(
+            [
+                MessageEvent.message_id,
+                MessageEvent.status,
+                MessageEvent.twilio_status,
+                MessageEvent.error_code,
+                MessageEvent.source,
+                MessageEvent.detail,
+            ],
+            rows,
+        )
     )
-    if cancelled:
-        await add_events(session, cancelled, Status.CANCELLED, source="api", detail="user erased")
-    return cancelled
+
+
+@dataclass(frozen=True, slots=True)
+class Forgotten:
+    """What erasing a recipient did to their messages."""
+
+    messages: int
+    cancelled: list[uuid.UUID]
+    notifications: int
+
+
+async def forget_recipient(session: AsyncSession, user_id: uuid.UUID) -> Forgotten:
+    """A user is erased: what was not yet handed to Twilio is cancelled; every message of
+    theirs loses the user, the number, its index and the body (a message Twilio already has
+    is still tracked by its SID), keeping what the counts need (category, status, segments,
+    price, error code); the events they were rendered from lose their data."""
+    cancelled = await cancel_where(session, Message.user_id == user_id, detail="user erased")
+    statement = (
+        update(Message)
+        .where(Message.user_id == user_id)
+        .values(user_id=None, to_encrypted=None, to_index=None, body=None)
+        .returning(Message.notification_id)
+    )
+    notification_ids = list((await session.execute(statement)).scalars())
+    rendered_from = {found for found in notification_ids if found is not None}
+    if rendered_from:
+        await session.execute(
+            update(Notification).where(Notification.id.in_(sorted(rendered_from))).values(data={})
+        )
+    return Forgotten(len(notification_ids), cancelled, len(rendered_from))
+
+
+async def forget_requester(session: AsyncSession, requested_by: str, replacement: str) -> None:
+    """What a principal asked for no longer names it (an erased user's own requests)."""
+    await session.execute(
+        update(Message).where(Message.requested_by == requested_by).values(requested_by=replacement)
+    )
+    await session.execute(
+        update(Notification)
+        .where(Notification.requested_by == requested_by)
+        .values(requested_by=replacement)
+    )

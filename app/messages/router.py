@@ -14,9 +14,16 @@ from app.idempotency.dependencies import IdempotencyDep
 from app.messages import service
 from app.messages.categories import Category
 from app.messages.repository import MessageFilter
-from app.messages.schemas import MessageOut, MessagePage, Reference, SelfTestRequest, SendRequest
+from app.messages.schemas import (
+    MessageAudit,
+    MessageOut,
+    MessagePage,
+    Reference,
+    SelfTestRequest,
+    SendRequest,
+)
 from app.messages.status import Status
-from app.outbox.queue import enqueue_send
+from app.outbox.queue import enqueue_pending
 from app.users.service import find_user
 
 router = APIRouter(
@@ -87,8 +94,8 @@ def _after_commit_enqueue(
 ) -> None:
     # Background tasks run after the response, so after the commit: the worker never looks
     # for a row that is not there yet.
-    if message.status is Status.QUEUED:
-        background.add_task(enqueue_send, redis, [message.id])
+    if message.status in (Status.QUEUED, Status.SCHEDULED):
+        background.add_task(enqueue_pending, redis, [(message.id, message.send_at)])
 
 
 @router.get(
@@ -101,6 +108,21 @@ async def message_status(
     message_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep, cipher: PhoneCipherDep
 ) -> MessageOut:
     return await service.get_message(session, cipher, principal, message_id)
+
+
+@router.get(
+    "/sms/messages/{message_id}/events",
+    response_model=MessageAudit,
+    summary="A message's audit trail: who asked for it, every status change",
+    description="Each change of status in order, with Twilio's status, the error code and its "
+    "meaning, its source and detail; and who asked for the message (an API key, with its name, "
+    "or a user). Visible to whom `GET /api/sms/status/{id}` is.",
+    responses=problem_responses(404),
+)
+async def message_events(
+    message_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep
+) -> MessageAudit:
+    return await service.audit(session, principal, message_id)
 
 
 @router.get(

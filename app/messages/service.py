@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,12 +30,26 @@ from app.messages.exceptions import (
     PhoneNotVerified,
     RecipientOptedOut,
 )
+from app.messages.metrics import count_entered
 from app.messages.models import Message, MessageEvent
 from app.messages.repository import MessageFilter
-from app.messages.schemas import MessageOut, MessagePage, SelfTestRequest, SendRequest, StatusChange
+from app.messages.schemas import (
+    AuditEvent,
+    MessageAudit,
+    MessageOut,
+    MessagePage,
+    SelfTestRequest,
+    SendRequest,
+    StatusChange,
+)
 from app.messages.status import Status
+from app.notifications.localisation import recipient_locale_and_zone
+from app.notifications.quiet_hours import HELD_CATEGORIES, quiet_until, recipient_zones
+from app.notifications.rendering import render
 from app.optouts import service as optouts
-from app.preferences.service import get_preferences
+from app.preferences.schemas import Preferences
+from app.preferences.service import get_many as get_many_preferences
+from app.twilio.errors import meaning_of
 from app.users import service as users
 from app.users.exceptions import InvalidPhoneNumberError
 from app.users.models import User
@@ -61,27 +77,36 @@ async def send(
     principal: Principal,
     request: SendRequest,
 ) -> MessageOut:
+    category = request.resolved_category
     if request.user_id is not None:
-        recipient = await _user_recipient(
-            session, cipher, settings, request.user_id, request.category
-        )
+        user = await users.get_user(session, request.user_id)
+        [recipient] = await user_recipients(session, cipher, settings, [user], category)
     else:
         assert request.to is not None
         recipient = _direct_recipient(settings, request.to, request.country, field="body.to")
-    if (
-        recipient.e164
-        and not recipient.suppression_reason
-        and await optouts.is_opted_out(session, cipher.blind_index(recipient.e164))
-    ):
-        recipient = Recipient(recipient.e164, recipient.region, recipient.user, "opted_out")
+        if await optouts.is_opted_out(session, cipher.blind_index(recipient.e164 or "")):
+            recipient = replace(recipient, suppression_reason="opted_out")
+    if request.template is not None:
+        locale, zone = recipient_locale_and_zone(recipient.user, recipient.e164, request.locale)
+        zone = request.time_zone or zone
+        body = render(
+            request.template,
+            request.data or {},
+            locale,
+            zone,
+            overrides_dir=templates_dir(settings),
+        )
+    else:
+        assert request.body is not None
+        body = request.body
     message = await _store(
         session,
         cipher,
         settings,
         principal,
         recipient,
-        body=request.body,
-        category=request.category,
+        body=body,
+        category=category,
         send_at=request.send_at,
         reference=request.reference,
         smart_encoding=request.smart_encoding,
@@ -139,6 +164,12 @@ async def store_code_message(
     )
 
 
+def templates_dir(settings: Settings) -> Path | None:
+    return (
+        Path(settings.notification_templates_dir) if settings.notification_templates_dir else None
+    )
+
+
 async def _own_number(
     session: AsyncSession, cipher: PhoneCipher, settings: Settings, external_id: str
 ) -> Recipient:
@@ -152,29 +183,50 @@ async def _own_number(
     return Recipient(cipher.decrypt(user.phone_encrypted), user.phone_region, user)
 
 
-async def _user_recipient(
+async def user_recipients(
     session: AsyncSession,
     cipher: PhoneCipher,
     settings: Settings,
-    external_id: str,
+    recipients: Sequence[User],
     category: Category,
-) -> Recipient:
-    """The user's number, or why it must not be used (recorded as a suppressed message)."""
-    user = await users.get_user(session, external_id)
-    if user.phone_encrypted is None:
-        return Recipient(None, None, user, "no_phone_number")
-    e164 = cipher.decrypt(user.phone_encrypted)
+    *,
+    check_preferences: bool = True,
+) -> list[Recipient]:
+    """Each user's number, or why it must not be used (recorded as a suppressed message), in
+    a few queries whatever the number of users."""
+    preferences = await get_many_preferences(session, [user.id for user in recipients])
+    indexes = [user.phone_index for user in recipients if user.phone_index is not None]
+    opted_out = await optouts.opted_out_among(session, indexes)
+    found = []
+    for user in recipients:
+        if user.phone_encrypted is None:
+            found.append(Recipient(None, None, user, "no_phone_number"))
+            continue
+        e164 = cipher.decrypt(user.phone_encrypted)
+        reason = _reason_not_to_send(
+            settings, user, preferences[user.id] if check_preferences else None, category
+        )
+        if reason is None and user.phone_index in opted_out:
+            reason = "opted_out"
+        found.append(Recipient(e164, user.phone_region, user, reason))
+    return found
+
+
+def _reason_not_to_send(
+    settings: Settings, user: User, preferences: Preferences | None, category: Category
+) -> str | None:
     if settings.sms_require_verified_phone and user.phone_verified_at is None:
-        return Recipient(e164, user.phone_region, user, "phone_not_verified")
+        return "phone_not_verified"
     if settings.sms_allowed_countries and user.phone_region not in settings.sms_allowed_countries:
-        return Recipient(e164, user.phone_region, user, "country_not_allowed")
-    preferences = await get_preferences(session, user.id)
+        return "country_not_allowed"
+    if preferences is None:
+        return None
     if not preferences.sms_enabled and category not in IGNORES_SMS_ENABLED:
-        return Recipient(e164, user.phone_region, user, "sms_disabled")
+        return "sms_disabled"
     key = PREFERENCE_KEY[category]
     if key is not None and not getattr(preferences, key):
-        return Recipient(e164, user.phone_region, user, "preference_off")
-    return Recipient(e164, user.phone_region, user)
+        return "preference_off"
+    return None
 
 
 def _direct_recipient(
@@ -204,26 +256,80 @@ async def _store(
     smart_encoding: bool = False,
     validity_seconds: int | None = None,
 ) -> Message:
+    draft = new_message(
+        cipher,
+        settings,
+        principal,
+        recipient,
+        body=body,
+        category=category,
+        send_at=send_at,
+        reference=reference,
+        smart_encoding=smart_encoding,
+        validity_seconds=validity_seconds,
+    )
+    [message] = await store_many(session, [draft])
+    return message
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """A message about to be stored, with the event that records how it started."""
+
+    message: Message
+    event: MessageEvent
+
+
+def new_message(
+    cipher: PhoneCipher,
+    settings: Settings,
+    principal: Principal,
+    recipient: Recipient,
+    *,
+    body: str,
+    category: Category,
+    send_at: datetime | None = None,
+    reference: str | None = None,
+    smart_encoding: bool = False,
+    validity_seconds: int | None = None,
+    expires_at: datetime | None = None,
+    notification_id: uuid.UUID | None = None,
+    body_field: str = "body.body",
+) -> Draft:
+    """The message as it will be stored, after every check of its body and time. Messages in
+    a quiet-hours category that would arrive at night are scheduled for the morning."""
     final_body = encoding.smart_encode(body) if smart_encoding else body
     if not final_body.strip():  # e.g. only zero-width spaces, which smart encoding removes
         detail = "the body has no visible text"
-        raise EmptyBody(detail, errors=[_field_error("body.body", detail, "empty")])
+        raise EmptyBody(detail, errors=[_field_error(body_field, detail, "empty")])
     if len(final_body) > encoding.MAX_BODY_CHARACTERS:
         detail = (
             f"the body has {len(final_body)} characters; at most "
             f"{encoding.MAX_BODY_CHARACTERS} fit in one SMS message"
         )
-        raise BodyTooLong(detail, errors=[_field_error("body.body", detail, "too_long")])
+        raise BodyTooLong(detail, errors=[_field_error(body_field, detail, "too_long")])
     now = datetime.now(UTC)
     if send_at is not None and send_at - now > MAX_SCHEDULE_AHEAD:
         detail = f"`send_at` is at most {MAX_SCHEDULE_AHEAD.days} days ahead"
         raise Unprocessable(detail, errors=[_field_error("body.send_at", detail, "too_far")])
     due = send_at if send_at is not None and send_at > now else now
+    event_detail = recipient.suppression_reason
+    if category in HELD_CATEGORIES and recipient.e164 and not recipient.suppression_reason:
+        zones = recipient_zones(
+            recipient.user.time_zone if recipient.user else None, recipient.e164
+        )
+        morning = quiet_until(due, zones, settings.quiet_hours_start, settings.quiet_hours_end)
+        if morning is not None:
+            send_at = due = morning
+            event_detail = "held for the recipient's quiet hours"
     status = Status.SCHEDULED if due > now else Status.QUEUED
     if recipient.suppression_reason:
         status = Status.SUPPRESSED
+    if expires_at is None:
+        expires_at = due + timedelta(seconds=validity_seconds or settings.message_validity_seconds)
     shape = encoding.shape(final_body)
     message = Message(
+        id=uuid.uuid4(),
         user_id=recipient.user.id if recipient.user else None,
         to_encrypted=cipher.encrypt(recipient.e164) if recipient.e164 else None,
         to_index=cipher.blind_index(recipient.e164) if recipient.e164 else None,
@@ -238,11 +344,21 @@ async def _store(
         requested_by=principal_ref(principal),
         send_at=send_at,
         next_attempt_at=due,
-        expires_at=due + timedelta(seconds=validity_seconds or settings.message_validity_seconds),
+        expires_at=expires_at,
         final_at=now if status is Status.SUPPRESSED else None,
+        notification_id=notification_id,
     )
-    event = MessageEvent(status=status, source="api", detail=recipient.suppression_reason)
-    return await repository.add(session, message, event)
+    event = MessageEvent(message_id=message.id, status=status, source="api", detail=event_detail)
+    return Draft(message, event)
+
+
+async def store_many(session: AsyncSession, drafts: Sequence[Draft]) -> list[Message]:
+    stored = await repository.add_many(
+        session, [draft.message for draft in drafts], [draft.event for draft in drafts]
+    )
+    for draft in drafts:  # accepted as queued, scheduled or suppressed
+        count_entered(session, draft.message.status, [draft.message.category])
+    return stored
 
 
 def _field_error(field: str, message: str, kind: str) -> FieldError:
@@ -314,6 +430,34 @@ async def get_message(
     return _out(cipher, message, owner, events)
 
 
+async def audit(session: AsyncSession, principal: Principal, message_id: uuid.UUID) -> MessageAudit:
+    """Who asked for the message and each change of its status; visible to whom the message
+    is (`get_message`)."""
+    found = await repository.get_with_requester(session, message_id)
+    if found is None or not await _visible(session, principal, found[0], found[1]):
+        raise MessageNotFound(f"no message {message_id}")
+    message, _, key_name = found
+    events = (await repository.history(session, [message.id])).get(message.id, [])
+    return MessageAudit(
+        message_id=message.id,
+        requested_by=message.requested_by,
+        api_key_name=key_name,
+        created_at=message.created_at,
+        events=[
+            AuditEvent(
+                status=Status(event.status),
+                twilio_status=event.twilio_status,
+                error_code=event.error_code,
+                error_meaning=meaning_of(event.error_code),
+                source=event.source,
+                detail=event.detail,
+                at=event.created_at,
+            )
+            for event in events
+        ],
+    )
+
+
 async def list_messages(
     session: AsyncSession,
     cipher: PhoneCipher,
@@ -376,4 +520,5 @@ async def cancel(
             "cancelled"
         )
     await repository.add_events(session, [message_id], Status.CANCELLED, source="api")
+    count_entered(session, Status.CANCELLED, [cancelled.category])
     return await describe(session, cipher, cancelled)

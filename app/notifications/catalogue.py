@@ -94,6 +94,12 @@ EVENTS: dict[str, EventSpec] = {
             Category.BOOKING_REMINDER,
             (*_text("service_name", "provider_name"), _STARTS_AT),
         ),
+        # Any other reminder offset (a reminder 3 days or 30 minutes ahead): the date says when.
+        EventSpec(
+            "booking.reminder",
+            Category.BOOKING_REMINDER,
+            (*_text("service_name", "provider_name"), _STARTS_AT),
+        ),
         EventSpec(
             "payment.succeeded",
             Category.PAYMENT,

@@ -11,33 +11,60 @@ recipient's zone, money in the locale's style, labels through `[labels.<set>]`);
 with a `plurals` entry is replaced by the CLDR plural form its value selects, in which `{count}`
 is the number. `{{` and `}}` are literal braces. An operator's overrides directory holds files of
 the same shape whose entries replace the built-in ones per event and locale (and may add locales).
+`check_templates` (from `overrides`) checks every file at startup; at run time an override file
+that no longer passes is logged and ignored (see `overrides`).
 """
 
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping
+from contextlib import suppress
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from functools import cache
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel import Locale, UnknownLocaleError
-from babel.dates import format_datetime
+from babel.dates import format_date, format_time, get_datetime_format
 from babel.numbers import format_currency, format_decimal
 
 from app.core.errors import FieldError, Unprocessable
 from app.messages.encoding import MAX_BODY_CHARACTERS
 from app.messages.exceptions import BodyTooLong
 from app.notifications.catalogue import EVENTS, DataField, EventSpec, FieldKind
+from app.notifications.overrides import (
+    COUNT_PLACEHOLDER,
+    DEFAULT_LOCALE,
+    LABELS_KEY,
+    PLACEHOLDER,
+    TEMPLATES_DIR,
+    InvalidTemplates,
+    Templates,
+    builtin_locales,
+    builtin_templates,
+    check_templates,
+    override_templates,
+)
 
-TEMPLATES_DIR = Path(__file__).parent / "templates"
-DEFAULT_LOCALE = "en"
-
-_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
+__all__ = [
+    "DEFAULT_LOCALE",
+    "TEMPLATES_DIR",
+    "InvalidTemplateData",
+    "InvalidTemplates",
+    "InvalidTimeZone",
+    "MissingTemplateData",
+    "TemplateData",
+    "TemplateNotFound",
+    "UnknownEvent",
+    "builtin_locales",
+    "check_data",
+    "check_templates",
+    "render",
+    "resolve_locale",
+]
 
 TemplateData = Mapping[str, Any]
 
@@ -59,30 +86,8 @@ class InvalidTimeZone(Unprocessable):
 
 
 class TemplateNotFound(Exception):
-    """The catalogue has an event no locale file (not even the default) has a text for."""
-
-
-def _load_file(path: Path) -> dict[str, Any]:
-    with path.open("rb") as handle:
-        return tomllib.load(handle)
-
-
-@cache
-def _builtin(locale: str) -> dict[str, Any]:
-    path = TEMPLATES_DIR / f"{locale}.toml"
-    return _load_file(path) if path.is_file() else {}
-
-
-def _overrides(overrides_dir: Path | None, locale: str) -> dict[str, Any]:
-    # Read on every call: an operator's edit takes effect without a restart.
-    if overrides_dir is None:
-        return {}
-    path = overrides_dir / f"{locale}.toml"
-    return _load_file(path) if path.is_file() else {}
-
-
-def builtin_locales() -> list[str]:
-    return sorted(path.stem for path in TEMPLATES_DIR.glob("*.toml"))
+    """A template `check_templates` refuses (an event missing from the default locale, a
+    placeholder that is no field): a defect in the built-in files, never an operator's override."""
 
 
 def _candidates(requested: str | None) -> list[str]:
@@ -100,24 +105,51 @@ def _candidates(requested: str | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _entry(event: str, locale: str, overrides_dir: Path | None) -> dict[str, Any] | None:
-    override = _overrides(overrides_dir, locale).get(event)
-    builtin = _builtin(locale).get(event)
-    if override is None:
-        return builtin
-    # An override replaces the text; plural forms it does not give come from the built-in entry.
-    merged: dict[str, Any] = dict(builtin or {})
-    merged.update(override)
-    plurals = dict((builtin or {}).get("plurals", {}))
-    plurals.update(override.get("plurals", {}))
-    merged["plurals"] = plurals
-    return merged
+@dataclass(frozen=True, slots=True)
+class _LocaleTexts:
+    """One locale's built-in and override tables, read once for one render."""
+
+    builtin: Templates
+    override: Templates
+
+    def entry(self, event: str) -> dict[str, Any] | None:
+        override = self.override.get(event)
+        builtin = self.builtin.get(event)
+        if override is None:
+            return builtin
+        # An override replaces the text; plural forms it does not give come from the built-in.
+        merged: dict[str, Any] = dict(builtin or {})
+        merged.update(override)
+        plurals = dict((builtin or {}).get("plurals", {}))
+        plurals.update(override.get("plurals", {}))
+        merged["plurals"] = plurals
+        return merged
+
+    def labels(self, label_set: str) -> dict[str, str]:
+        labels = dict(self.builtin.get(LABELS_KEY, {}).get(label_set, {}))
+        labels.update(self.override.get(LABELS_KEY, {}).get(label_set, {}))
+        return labels
 
 
-def _labels(locale: str, overrides_dir: Path | None, label_set: str) -> dict[str, str]:
-    labels = dict(_builtin(locale).get("labels", {}).get(label_set, {}))
-    labels.update(_overrides(overrides_dir, locale).get("labels", {}).get(label_set, {}))
-    return labels
+def _texts(locale: str, overrides_dir: Path | None) -> _LocaleTexts:
+    return _LocaleTexts(builtin_templates(locale), override_templates(overrides_dir, locale))
+
+
+def _resolve(
+    event: str, requested: str | None, overrides_dir: Path | None
+) -> tuple[str, str, _LocaleTexts, dict[str, Any]]:
+    """(template locale, formatting locale, that locale's texts, the event's entry)."""
+    candidates = _candidates(requested)
+    for name in candidates:
+        texts = _texts(name, overrides_dir)
+        entry = texts.entry(event)
+        if entry is not None:
+            return name, candidates[0], texts, entry
+    texts = _texts(DEFAULT_LOCALE, overrides_dir)
+    entry = texts.entry(event)
+    if entry is None:  # check_templates refuses a default locale without every event
+        raise TemplateNotFound(f"No template for {event!r} in {DEFAULT_LOCALE!r}.")
+    return DEFAULT_LOCALE, DEFAULT_LOCALE, texts, entry
 
 
 def resolve_locale(
@@ -127,11 +159,8 @@ def resolve_locale(
 
     Formatting keeps the recipient's regional variant (`fr_CA`) when the text is in its language.
     """
-    candidates = _candidates(requested)
-    for name in candidates:
-        if _entry(event, name, overrides_dir) is not None:
-            return name, candidates[0]
-    return DEFAULT_LOCALE, DEFAULT_LOCALE
+    template_locale, formatting_locale, _, _ = _resolve(event, requested, overrides_dir)
+    return template_locale, formatting_locale
 
 
 def _is_missing(value: object) -> bool:
@@ -198,7 +227,7 @@ def _substitute(text: str, values: Mapping[str, str]) -> str:
             raise TemplateNotFound(f"template placeholder {{{name}}} has no value")
         return values[name]
 
-    return _PLACEHOLDER.sub(replace, text)
+    return PLACEHOLDER.sub(replace, text)
 
 
 def _plural(
@@ -208,7 +237,8 @@ def _plural(
     form = forms.get(category, forms.get("other"))
     if form is None:
         raise TemplateNotFound(f"no `{category}` or `other` plural form")
-    return _substitute(form, {**values, "count": format_decimal(count, locale=formatting)})
+    number = format_decimal(count, locale=formatting)
+    return _substitute(form, {**values, COUNT_PLACEHOLDER: number})
 
 
 def _zone(time_zone: str | None) -> ZoneInfo:
@@ -244,13 +274,10 @@ def render(
             ],
         )
     zone = _zone(time_zone)
-    template_locale, formatting_name = resolve_locale(event, locale, overrides_dir)
-    entry = _entry(event, template_locale, overrides_dir)
-    if entry is None:
-        raise TemplateNotFound(f"No template for {event!r} in {template_locale!r}.")
+    _, formatting_name, texts, entry = _resolve(event, locale, overrides_dir)
     formatting = Locale.parse(formatting_name)
-    values = _format_values(spec, data, entry, template_locale, formatting, zone, overrides_dir)
-    text = _substitute(str(entry["text"]), values).strip()
+    values = _format_values(spec, data, entry, texts, formatting, zone)
+    text = _substitute(str(entry["text"]), values).translate(_PLAIN_SPACES).strip()
     if len(text) > MAX_BODY_CHARACTERS:
         raise BodyTooLong(
             f"The rendered message has {len(text)} characters; at most "
@@ -259,14 +286,35 @@ def render(
     return text
 
 
+# CLDR puts no-break spaces in times (U+202F before PM) and amounts (U+00A0 before €). Outside
+# GSM-7, they would make the whole message UCS-2: twice the segments for nothing visible.
+_PLAIN_SPACES = str.maketrans({"\u202f": " ", "\u00a0": " ", "\u2009": " "})
+
+
+def _date_and_time(moment: datetime, zone: ZoneInfo, formatting: Locale) -> str:
+    """The locale's medium date with its short time ("Mar 10, 2026, 3:30 PM"): seconds say
+    nothing in an SMS."""
+    date = format_date(moment, "medium", locale=formatting)
+    time = format_time(moment, "short", tzinfo=zone, locale=formatting)
+    pattern = str(get_datetime_format("medium", locale=formatting))
+    return pattern.replace("{1}", date).replace("{0}", time)
+
+
+def check_data(event: str, data: TemplateData, *, overrides_dir: Path | None = None) -> None:
+    """Raises what `render` raises for the data itself (missing fields, values of the wrong
+    kind), for a request with nobody to render it for: its data is checked all the same. Not
+    the length, which depends on the recipient's language."""
+    with suppress(BodyTooLong):
+        render(event, data, DEFAULT_LOCALE, "UTC", overrides_dir=overrides_dir)
+
+
 def _format_values(
     spec: EventSpec,
     data: TemplateData,
     entry: Mapping[str, Any],
-    template_locale: str,
+    texts: _LocaleTexts,
     formatting: Locale,
     zone: ZoneInfo,
-    overrides_dir: Path | None,
 ) -> dict[str, str]:
     currency = str(data.get("currency", "")).strip().upper()
     values: dict[str, str] = {}
@@ -275,7 +323,7 @@ def _format_values(
         value = data[item.name]
         if item.kind is FieldKind.DATETIME:
             moment = _as_datetime(item, value).astimezone(zone)
-            values[item.name] = format_datetime(moment, "medium", tzinfo=zone, locale=formatting)
+            values[item.name] = _date_and_time(moment, zone, formatting)
         elif item.kind is FieldKind.MONEY:
             amount = _as_decimal(item, value)
             if not re.fullmatch(r"[A-Z]{3}", currency):
@@ -289,7 +337,7 @@ def _format_values(
             values[item.name] = format_decimal(counts[item.name], locale=formatting)
         elif item.kind is FieldKind.LABEL:
             raw = str(value).strip()
-            labels = _labels(template_locale, overrides_dir, item.labels or item.name)
+            labels = texts.labels(item.labels or item.name)
             values[item.name] = labels.get(raw.lower(), raw)
         else:
             values[item.name] = str(value).strip()

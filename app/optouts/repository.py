@@ -1,7 +1,9 @@
 from __future__ import annotations
 
-from sqlalchemy import delete, select
-from sqlalchemy.dialects.postgresql import insert
+from collections.abc import Sequence
+
+from sqlalchemy import LargeBinary, any_, cast, delete, select
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.optouts.models import ConsentEvent, Suppression
@@ -51,3 +53,12 @@ async def record_consent(
         )
     )
     await session.flush()
+
+
+async def suppressed_among(session: AsyncSession, phone_indexes: Sequence[bytes]) -> set[bytes]:
+    if not phone_indexes:
+        return set()
+    statement = select(Suppression.phone_index).where(
+        Suppression.phone_index == any_(cast(list(phone_indexes), ARRAY(LargeBinary)))
+    )
+    return set((await session.execute(statement)).scalars())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -46,6 +47,11 @@ def keyword_of(body: str, opt_out_type: str | None = None) -> tuple[Keyword, str
 
 async def is_opted_out(session: AsyncSession, phone_index: bytes) -> bool:
     return await repository.is_suppressed(session, phone_index)
+
+
+async def opted_out_among(session: AsyncSession, phone_indexes: Sequence[bytes]) -> set[bytes]:
+    """The numbers (blind indexes) among these that replied STOP."""
+    return await repository.suppressed_among(session, phone_indexes)
 
 
 async def opt_out(

@@ -18,6 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -28,10 +29,14 @@ from app.core.phone import mask_phones_in
 from app.core.settings import Settings
 from app.messages import repository as messages_repository
 from app.messages.categories import IGNORES_SMS_ENABLED, PREFERENCE_KEY, Category
+from app.messages.metrics import count_entered
 from app.messages.models import Message
 from app.messages.status import FROM_TWILIO, Status
+from app.notifications.quiet_hours import HELD_CATEGORIES, quiet_until, recipient_zones
 from app.optouts import service as optouts
 from app.outbox import repository
+from app.outbox.metrics import observe_lateness
+from app.outbox.sender_limit import SenderBusy, SenderLimit, throttled
 from app.preferences.service import get_preferences
 from app.twilio.client import TwilioClient
 from app.twilio.errors import (
@@ -44,6 +49,7 @@ from app.twilio.errors import (
     meaning_of,
 )
 from app.twilio.schemas import NewMessage, TwilioMessage
+from app.users import service as users
 
 logger = logging.getLogger(__name__)
 
@@ -73,12 +79,33 @@ class Outcome(StrEnum):
     FAILED = "failed"
     SUPPRESSED = "suppressed"
     NOT_CLAIMED = "not_claimed"
+    HELD = "held"  # back to scheduled: the recipient's quiet hours
 
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
     outcome: Outcome
     retry_at: datetime | None = None
+
+
+class Attempting(Protocol):
+    """A claimed message as an attempt's outcome reads it: the ORM row the single path claims,
+    or a batch's Claimed row (app/outbox/batch.py)."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def category(self) -> str: ...
+    @property
+    def segments(self) -> int: ...
+    @property
+    def to_index(self) -> bytes | None: ...
+    @property
+    def expires_at(self) -> datetime: ...
+    @property
+    def needs_reconciliation(self) -> bool: ...
 
 
 def attempt_timeout_seconds(settings: Settings) -> float:
@@ -94,6 +121,8 @@ class Outbox:
     twilio: TwilioClient
     # Jitter, not secrets; tests pass a seeded one.
     random: random.Random = field(default_factory=random.Random)
+    # None: no rate limit of ours per sender (SENDER_SEGMENTS_PER_SECOND=0).
+    sender_limit: SenderLimit | None = None
 
     @property
     def lease(self) -> timedelta:
@@ -101,15 +130,16 @@ class Outbox:
         # by arq before anyone else may claim it.
         return timedelta(seconds=attempt_timeout_seconds(self.settings) + 60)
 
-    async def send(self, message_id: uuid.UUID) -> Attempt:
+    async def send(self, message_id: uuid.UUID, *, release: bool = False) -> Attempt:
+        """`release`: the message may still be `scheduled`; its time has come."""
         async with transaction(self.sessionmaker) as session:
+            if release:
+                await repository.release_one(session, message_id, now=datetime.now(UTC))
             message = await repository.claim(session, message_id, self.lease)
             if message is None:
                 return Attempt(Outcome.NOT_CLAIMED)
             if message.attempts == 1 and not message.needs_reconciliation:
-                await messages_repository.add_events(
-                    session, [message.id], Status.SENDING, source="worker"
-                )
+                observe_lateness(message)
             blocked = await self._blocked(session, message)
             # A message an earlier attempt may have handed to Twilio is looked for first: if
             # Twilio has it, it is not suppressed but sent (and its callbacks must find it).
@@ -120,6 +150,15 @@ class Outbox:
             if message.expires_at <= now and not message.needs_reconciliation:
                 await self._fail(session, message, None, "expired before Twilio accepted it")
                 return Attempt(Outcome.FAILED)
+            if not message.needs_reconciliation and await self._hold_for_quiet_hours(
+                session, message, now
+            ):
+                return Attempt(Outcome.HELD)
+            if message.attempts == 1 and not message.needs_reconciliation:
+                await messages_repository.add_events(
+                    session, [message.id], Status.SENDING, source="worker"
+                )
+                count_entered(session, Status.SENDING, [message.category])
         if message.to_encrypted is None:  # its user was erased meanwhile
             async with transaction(self.sessionmaker) as session:
                 await self._finish(session, message, Status.CANCELLED, "recipient erased")
@@ -149,16 +188,23 @@ class Outbox:
         if message.category == Category.ONE_TIME_CODE:
             # The code is made now, as it leaves: it never waits anywhere in clear.
             async with transaction(self.sessionmaker) as session:
-                issued = await codes.issue_code(session, self.settings, message.id)
+                issued = await codes.issue_code(session, self.settings, self.cipher, message.id)
                 if issued is None:
                     await self._finish(
                         session, message, Status.CANCELLED, "code replaced, used or expired"
                     )
                     return Attempt(Outcome.SUPPRESSED)
             body = issued
+        created = await self.hand_over(message, self.request_for(message, to, body))
+        if isinstance(created, Attempt):
+            return created
+        await self._accepted(message, created, adopted=False)
+        return Attempt(Outcome.ACCEPTED)
+
+    def request_for(self, message: Attempting, to: str, body: str) -> NewMessage:
         account = self.twilio.account
         remaining = int((message.expires_at - datetime.now(UTC)).total_seconds())
-        request = NewMessage(
+        return NewMessage(
             to=to,
             body=body,
             from_number=account.from_number,
@@ -166,9 +212,23 @@ class Outbox:
             status_callback=self.settings.public_base + WEBHOOK_PATH,
             validity_period=max(1, min(remaining, 36000)),
         )
+
+    async def hand_over(self, message: Attempting, request: NewMessage) -> TwilioMessage | Attempt:
+        """The create at Twilio, through the sender's rate limit: Twilio's message when it took
+        it (the caller records it), else what became of the attempt, already recorded."""
+        account = self.twilio.account
+        sender = account.messaging_service_sid or account.from_number or ""
         try:
-            created = await self.twilio.create_message(request)
+            if self.sender_limit is not None:  # the sender's MPS, shared by every worker
+                await self.sender_limit.acquire(
+                    sender, message.segments, priority=message.category == Category.ONE_TIME_CODE
+                )
+            return await self.twilio.create_message(request)
+        except SenderBusy as busy:  # not sent: simply later
+            return await self._retry(message, TwilioRetryableError(str(busy)), reconcile=False)
         except TwilioRetryableError as error:
+            if self.sender_limit is not None and throttled(error):
+                await self.sender_limit.backoff(sender)
             return await self._retry(message, error, reconcile=False)
         except TwilioAmbiguousError as error:
             logger.warning("ambiguous answer from Twilio for message %s: %s", message.id, error)
@@ -186,8 +246,6 @@ class Outbox:
             return Attempt(Outcome.FAILED)
         except TwilioError as error:  # an answer we could not read: as unsure as a timeout
             return await self._retry(message, error, reconcile=True)
-        await self._accepted(message, created, adopted=False)
-        return Attempt(Outcome.ACCEPTED)
 
     async def _blocked(self, session: AsyncSession, message: Message) -> str | None:
         """Why the message must not go out now, checked at send time: a STOP or a preference
@@ -204,6 +262,36 @@ class Outbox:
         if key is not None and not getattr(preferences, key):
             return "preference_off"
         return None
+
+    async def _hold_for_quiet_hours(
+        self, session: AsyncSession, message: Message, now: datetime
+    ) -> bool:
+        """A marketing message that reached the front of the queue at night (a long queue, a
+        retry) waits for the recipient's morning too."""
+        if message.category not in HELD_CATEGORIES or message.to_encrypted is None:
+            return False
+        profile_zone = (
+            await users.time_zone_of(session, message.user_id) if message.user_id else None
+        )
+        zones = recipient_zones(profile_zone, self.cipher.decrypt(message.to_encrypted))
+        morning = quiet_until(
+            now, zones, self.settings.quiet_hours_start, self.settings.quiet_hours_end
+        )
+        if morning is None:
+            return False
+        expires_at = morning + timedelta(seconds=self.settings.message_validity_seconds)
+        if await repository.hold(
+            session, message.id, message.attempts, until=morning, expires_at=expires_at
+        ):
+            await messages_repository.add_events(
+                session,
+                [message.id],
+                Status.SCHEDULED,
+                source="worker",
+                detail="held for the recipient's quiet hours",
+            )
+            count_entered(session, Status.SCHEDULED, [message.category])
+        return True
 
     def _still_looking(self, message: Message) -> bool:
         """Twilio's list may lag its create: keep looking a while before sending again."""
@@ -253,7 +341,9 @@ class Outbox:
             return candidate.messaging_service_sid == account.messaging_service_sid
         return candidate.from_ is None or candidate.from_ == account.from_number
 
-    async def _accepted(self, message: Message, created: TwilioMessage, *, adopted: bool) -> None:
+    async def _accepted(
+        self, message: Attempting, created: TwilioMessage, *, adopted: bool
+    ) -> None:
         status = FROM_TWILIO.get(created.status, Status.SENDING)
         async with transaction(self.sessionmaker) as session:
             recorded = await repository.record_accepted(
@@ -286,8 +376,10 @@ class Outbox:
                 error_code=created.error_code,
                 detail="adopted after an ambiguous attempt" if adopted else None,
             )
+            if status is not Status.SENDING:  # sending since its claim
+                count_entered(session, status, [message.category])
 
-    async def _retry(self, message: Message, error: TwilioError, *, reconcile: bool) -> Attempt:
+    async def _retry(self, message: Attempting, error: TwilioError, *, reconcile: bool) -> Attempt:
         base = self.settings.send_retry_base_seconds
         if error.code == _QUEUE_FULL_CODE:
             base = max(base, _QUEUE_FULL_BASE_SECONDS)
@@ -317,14 +409,15 @@ class Outbox:
         return Attempt(Outcome.RETRY, retry_at)
 
     async def _finish(
-        self, session: AsyncSession, message: Message, status: Status, detail: str
+        self, session: AsyncSession, message: Attempting, status: Status, detail: str
     ) -> None:
         if await repository.finish(session, message.id, message.attempts, status=status):
             await messages_repository.add_events(
                 session, [message.id], status, source="worker", detail=detail
             )
+            count_entered(session, status, [message.category])
 
-    async def _suppress(self, session: AsyncSession, message: Message, reason: str) -> None:
+    async def _suppress(self, session: AsyncSession, message: Attempting, reason: str) -> None:
         if await repository.finish(
             session,
             message.id,
@@ -335,9 +428,10 @@ class Outbox:
             await messages_repository.add_events(
                 session, [message.id], Status.SUPPRESSED, source="worker", detail=reason
             )
+            count_entered(session, Status.SUPPRESSED, [message.category])
 
     async def _fail(
-        self, session: AsyncSession, message: Message, code: int | None, detail: str
+        self, session: AsyncSession, message: Attempting, code: int | None, detail: str
     ) -> None:
         if await repository.finish(
             session,
@@ -355,3 +449,4 @@ class Outbox:
                 error_code=code,
                 detail=mask_phones_in(detail),
             )
+            count_entered(session, Status.FAILED, [message.category])

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import cast, func, select, update
+from sqlalchemy import any_, cast, func, select, update
 from sqlalchemy.dialects.postgresql import ARRAY, UUID, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -38,3 +38,36 @@ async def update_values(
         .execution_options(populate_existing=True)
     )
     return (await session.execute(statement)).scalar_one()
+
+
+async def get_many(
+    session: AsyncSession, user_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, SmsPreferences]:
+    if not user_ids:
+        return {}
+    statement = select(SmsPreferences).where(
+        SmsPreferences.user_id == any_(cast(list(user_ids), ARRAY(UUID)))
+    )
+    return {row.user_id: row for row in (await session.execute(statement)).scalars()}
+
+
+_SWITCHES = tuple(
+    column
+    for column in SmsPreferences.__table__.columns
+    if column.name not in ("user_id", "updated_at")
+)
+
+
+async def switches_of(
+    session: AsyncSession, user_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, dict[str, bool]]:
+    """Each user's preferences as plain values (key → on), in one query, no ORM objects."""
+    if not user_ids:
+        return {}
+    statement = select(SmsPreferences.user_id, *_SWITCHES).where(
+        SmsPreferences.user_id == any_(cast(list(set(user_ids)), ARRAY(UUID)))
+    )
+    return {
+        row[0]: dict(zip((c.name for c in _SWITCHES), row[1:], strict=True))
+        for row in (await session.execute(statement)).all()
+    }

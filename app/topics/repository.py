@@ -66,3 +66,14 @@ async def remove(session: AsyncSession, topic: str, user_id: uuid.UUID | None = 
 async def count(session: AsyncSession, topic: str) -> int:
     statement = select(func.count()).where(TopicSubscription.topic == topic)
     return (await session.execute(statement)).scalar_one()
+
+
+async def subscriber_users(session: AsyncSession, topic: str, *, limit: int) -> list[User]:
+    statement = (
+        select(User)
+        .join(TopicSubscription, TopicSubscription.user_id == User.id)
+        .where(TopicSubscription.topic == topic)
+        .order_by(User.external_id)
+        .limit(limit)
+    )
+    return list((await session.execute(statement)).scalars())

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.topics import repository
 from app.topics.exceptions import NotSubscribed
 from app.topics.schemas import Subscriber, SubscriberPage, TopicChange
+from app.users.models import User
 from app.users.service import ensure_users, get_user
 
 
@@ -57,3 +58,8 @@ async def remove_subscriber(session: AsyncSession, topic: str, external_id: str)
     user = await get_user(session, external_id)
     if not await repository.remove(session, topic, user.id):
         raise NotSubscribed(f"`{external_id}` is not subscribed to `{topic}`")
+
+
+async def subscriber_users(session: AsyncSession, topic: str, *, limit: int) -> list[User]:
+    """Up to `limit` subscribers of the topic (ask for one more to know there are too many)."""
+    return await repository.subscriber_users(session, topic, limit=limit)

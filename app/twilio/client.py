@@ -5,6 +5,7 @@ Create is not idempotent, so failures are sorted by what they mean for a retry: 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -13,6 +14,7 @@ import httpx
 from pydantic import ValidationError
 
 from app.core.settings import TwilioAccount
+from app.twilio import metrics
 from app.twilio.errors import (
     TWILIO_ERRORS,
     Remedy,
@@ -57,11 +59,13 @@ class TwilioClient:
         await self._http.aclose()
 
     async def create_message(self, message: NewMessage) -> TwilioMessage:
-        response = await self._send("POST", "/Messages.json", data=message.form(), idempotent=False)
+        response = await self._send(
+            "create", "POST", "/Messages.json", data=message.form(), idempotent=False
+        )
         return self._parse(TwilioMessage, response)
 
     async def fetch_message(self, sid: str) -> TwilioMessage:
-        response = await self._send("GET", f"/Messages/{sid}.json")
+        response = await self._send("fetch", "GET", f"/Messages/{sid}.json")
         return self._parse(TwilioMessage, response)
 
     async def list_messages(
@@ -84,7 +88,8 @@ class TwilioClient:
         if sent_on_or_after is not None:
             # The description types it `date-time` (Twilio reads the day of it).
             params["DateSent>"] = sent_on_or_after.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        page = self._parse(MessagePage, await self._send("GET", "/Messages.json", params=params))
+        listed = await self._send("list", "GET", "/Messages.json", params=params)
+        page = self._parse(MessagePage, listed)
         messages = list(page.messages)
         for _ in range(max_pages - 1):
             oldest = messages[-1].date_created if messages else None
@@ -93,19 +98,20 @@ class TwilioClient:
             if oldest < created_since:
                 break
             # next_page_uri is absolute from the host, not from our base URL's path.
-            response = await self._send("GET", self.account.base_url + page.next_page_uri)
+            response = await self._send("list", "GET", self.account.base_url + page.next_page_uri)
             page = self._parse(MessagePage, response)
             messages.extend(page.messages)
         return messages
 
     async def cancel_message(self, sid: str) -> TwilioMessage:
         response = await self._send(
-            "POST", f"/Messages/{sid}.json", data={"Status": "canceled"}, idempotent=True
+            "cancel", "POST", f"/Messages/{sid}.json", data={"Status": "canceled"}, idempotent=True
         )
         return self._parse(TwilioMessage, response)
 
     async def _send(
         self,
+        operation: str,
         method: str,
         path: str,
         *,
@@ -113,22 +119,31 @@ class TwilioClient:
         params: Mapping[str, str] | None = None,
         idempotent: bool = True,
     ) -> httpx.Response:
+        """`operation`: the label of the request's latency (create, fetch, list, cancel)."""
+        started = time.perf_counter()
         try:
             response = await self._http.request(method, path, data=data, params=params)
         except _NEVER_SENT as error:
+            metrics.ERRORS.labels(metrics.transport_failure(error)).inc()
             raise TwilioRetryableError(f"could not reach Twilio: {error!r}") from error
         except httpx.TransportError as error:
+            metrics.ERRORS.labels(metrics.transport_failure(error)).inc()
             kind = TwilioRetryableError if idempotent else TwilioAmbiguousError
             raise kind(f"no answer from Twilio: {error!r}") from error
+        finally:
+            metrics.REQUEST_SECONDS.labels(operation).observe(time.perf_counter() - started)
         if response.is_success:
             return response
-        raise _error_for(response, idempotent=idempotent)
+        failure = _error_for(response, idempotent=idempotent)
+        metrics.ERRORS.labels(metrics.error_label(failure.code, response.status_code)).inc()
+        raise failure
 
     @staticmethod
     def _parse(model: type[_Resource], response: httpx.Response) -> _Resource:
         try:
             return model.model_validate_json(response.content)
         except ValidationError as error:
+            metrics.ERRORS.labels("invalid_response").inc()
             # Not the validation text: it echoes the answer, whose body may carry a code.
             fields = ", ".join(".".join(map(str, issue["loc"])) for issue in error.errors())
             raise TwilioError(f"unexpected answer from Twilio (fields: {fields})") from error

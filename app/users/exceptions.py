@@ -11,6 +11,10 @@ class UserNotFound(NotFound):
         super().__init__(f"no user `{user_id}`")
 
 
+class ErasureNotFound(NotFound):
+    code = "erasure_not_found"
+
+
 class InvalidPhoneNumberError(Unprocessable):
     code, title = "invalid_phone_number", "Invalid phone number"
 

@@ -3,10 +3,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import String, any_, cast, delete, func, select
+from sqlalchemy import String, any_, cast, delete, func, select, update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.users.erasures import Erasure
 from app.users.models import User
 
 
@@ -59,3 +61,60 @@ async def ids_by_external_id(
 async def delete_by_external_id(session: AsyncSession, external_id: str) -> bool:
     statement = delete(User).where(User.external_id == external_id).returning(User.id)
     return (await session.execute(statement)).scalar_one_or_none() is not None
+
+
+async def find_many(session: AsyncSession, external_ids: Sequence[str]) -> list[User]:
+    if not external_ids:
+        return []
+    statement = select(User).where(
+        User.external_id == any_(cast(list(external_ids), ARRAY(String)))
+    )
+    return list((await session.execute(statement)).scalars())
+
+
+async def get_many(session: AsyncSession, user_ids: Sequence[uuid.UUID]) -> list[User]:
+    if not user_ids:
+        return []
+    statement = select(User).where(User.id.in_(list(user_ids))).order_by(User.external_id)
+    return list((await session.execute(statement)).scalars())
+
+
+async def time_zone_of(session: AsyncSession, user_id: uuid.UUID) -> str | None:
+    statement = select(User.time_zone).where(User.id == user_id)
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def time_zones_of(
+    session: AsyncSession, user_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, str | None]:
+    if not user_ids:
+        return {}
+    statement = select(User.id, User.time_zone).where(
+        User.id == any_(cast(list(set(user_ids)), ARRAY(PG_UUID)))
+    )
+    return {row[0]: row[1] for row in (await session.execute(statement)).all()}
+
+
+async def add_erasure(session: AsyncSession, erasure: Erasure) -> Erasure:
+    session.add(erasure)
+    await session.flush()
+    await session.refresh(erasure)  # erased_at is the database's
+    return erasure
+
+
+async def latest_erasure(session: AsyncSession, user_id_hash: bytes) -> Erasure | None:
+    statement = (
+        select(Erasure)
+        .where(Erasure.user_id_hash == user_id_hash)
+        .order_by(Erasure.erased_at.desc(), Erasure.id.desc())
+        .limit(1)
+    )
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def forget_erasure_requester(
+    session: AsyncSession, requested_by: str, replacement: str
+) -> None:
+    await session.execute(
+        update(Erasure).where(Erasure.requested_by == requested_by).values(requested_by=replacement)
+    )

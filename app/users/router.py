@@ -9,7 +9,7 @@ from app.core.deps import PhoneCipherDep, SessionDep, SettingsDep
 from app.core.errors import problem_responses
 from app.core.types import UserId
 from app.users import service
-from app.users.schemas import Profile, ProfileUpdate, UserUpsert
+from app.users.schemas import ErasureRecord, Profile, ProfileUpdate, UserUpsert
 
 router = APIRouter(
     prefix="/api", tags=["users"], responses=problem_responses(400, 401, 403, 413, 422)
@@ -56,14 +56,26 @@ router.add_api_route(
 )
 
 
+_ERASURE = (
+    "Removes the profile, the encrypted number and its index, preferences, topic memberships, "
+    "verifications and bookings. Messages not yet handed to Twilio are cancelled; every message "
+    "of the user loses the user, the number and the body but stays, anonymous, in the counts "
+    "(category, status, segments, price, error code); the events they were rendered from lose "
+    "their data. The suppression list and consent events keep the number's blind index (the "
+    "proof of an opt-out; a STOP keeps working). The erasure is recorded with a keyed hash of "
+    "the id: `GET /api/users/{user_id}/erasure`."
+)
+
+
 @router.delete(
     "/user/profile",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Erase the signed-in user",
+    description=_ERASURE,
     responses=problem_responses(404),
 )
-async def delete_own_profile(user: CurrentUser, session: SessionDep) -> None:
-    await service.erase_user(session, user.id)
+async def delete_own_profile(user: CurrentUser, session: SessionDep, settings: SettingsDep) -> None:
+    await service.erase_user(session, settings, user.id, requested_by=service.SELF_REQUESTER)
 
 
 @router.get(
@@ -105,7 +117,25 @@ async def put_user(
     "/users/{user_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Erase a user (services)",
+    description=_ERASURE,
     responses=problem_responses(404),
 )
-async def delete_user(user_id: UserIdPath, _: UserManager, session: SessionDep) -> None:
-    await service.erase_user(session, user_id)
+async def delete_user(
+    user_id: UserIdPath, principal: UserManager, session: SessionDep, settings: SettingsDep
+) -> None:
+    requested_by = service.erasure_requester(principal, user_id)
+    await service.erase_user(session, settings, user_id, requested_by=requested_by)
+
+
+@router.get(
+    "/users/{user_id}/erasure",
+    response_model=ErasureRecord,
+    summary="Whether a user was erased, when and at whose request",
+    description="The latest erasure of this id (`404 erasure_not_found`: none is recorded). "
+    "The record keeps only a keyed hash of the id, so it answers for an id one already knows.",
+    responses=problem_responses(404),
+)
+async def get_user_erasure(
+    user_id: UserIdPath, _: UserManager, session: SessionDep, settings: SettingsDep
+) -> ErasureRecord:
+    return await service.get_erasure(session, settings, user_id)

@@ -70,3 +70,18 @@ class Profile(BaseModel):
     time_zone: str | None
     created_at: datetime
     updated_at: datetime
+
+
+class ErasureRecord(BaseModel):
+    """That a user was erased. The record holds only a keyed hash of the id, so it answers
+    for an id one already knows and cannot list who was erased."""
+
+    user_id: str = Field(description="The id asked about.")
+    erased_at: datetime
+    requested_by: str = Field(
+        description="`api_key:<id>` or `user:<id>` (a service or admin), `self` (the user), "
+        "`cli` (an operator), or `erased-user` (one who has since been erased)."
+    )
+    messages_anonymised: int = Field(
+        description="Messages that lost the user, number and body (kept for the counts)."
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import uuid
 from collections.abc import Sequence
@@ -9,16 +11,19 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth.principal import Principal
 from app.core.crypto import PhoneCipher
 from app.core.phone import InvalidPhoneNumber, normalize_sms_number
 from app.core.settings import Settings
+from app.idempotency import service as idempotency
 from app.messages import repository as messages_repository
 from app.preferences import service as preferences_service
 from app.preferences.schemas import PreferencesUpdate
 from app.users import repository
-from app.users.exceptions import InvalidPhoneNumberError, UserNotFound
+from app.users.erasures import Erasure
+from app.users.exceptions import ErasureNotFound, InvalidPhoneNumberError, UserNotFound
 from app.users.models import User
-from app.users.schemas import Profile, ProfileUpdate, UserUpsert
+from app.users.schemas import ErasureRecord, Profile, ProfileUpdate, UserUpsert
 
 logger = logging.getLogger(__name__)
 
@@ -135,12 +140,107 @@ def _set_phone_number(
     user.phone_verified_at = None
 
 
-async def erase_user(session: AsyncSession, external_id: str) -> None:
-    """Removes the user, their number, index, preferences and topic memberships; their
-    messages not yet sent are cancelled and every message forgets the number."""
+# What a record of who asked says once that "who" is an erased user. Without a colon, it can
+# never equal a principal's `kind:id`, so it makes nobody the owner of these rows.
+ERASED_REQUESTER = "erased-user"
+CLI_REQUESTER = "cli"
+SELF_REQUESTER = "self"
+# The erasure record's own key, derived from PHONE_BLIND_INDEX_KEY: a record's hash is never
+# equal to a blind index or to any other keyed hash made from that key.
+_ERASURE_KEY_LABEL = b"erasure-records"
+
+
+def erasure_hash(settings: Settings, external_id: str) -> bytes:
+    """HMAC-SHA256 of the user id: the same id always gives the same hash, so a record can
+    answer "was this user erased?" without holding the id."""
+    root = settings.phone_blind_index_key.get_secret_value().encode()
+    key = hmac.new(root, _ERASURE_KEY_LABEL, hashlib.sha256).digest()
+    return hmac.new(key, external_id.encode(), hashlib.sha256).digest()
+
+
+def erasure_requester(principal: Principal, external_id: str) -> str:
+    """Who asked, as messages record it (`api_key:<id>`, `user:<id>`); `self` for the user
+    themself, so the record does not hold the id it was made to forget."""
+    if principal.kind == "user" and principal.id == external_id:
+        return SELF_REQUESTER
+    return f"{principal.kind}:{principal.id}"
+
+
+async def erase_user(
+    session: AsyncSession, settings: Settings, external_id: str, *, requested_by: str
+) -> Erasure:
+    """Removes the user and everything that names them or their number, keeps the anonymous
+    counts, and records that it happened:
+    - the profile, encrypted number and index; preferences, topic memberships, verifications
+      and bookings (deleted with the user);
+    - their messages: not yet handed to Twilio ones are cancelled; all lose the user, number,
+      index and body, and keep category, status, segments, price and error code;
+    - the events those messages were rendered from lose their data (names, details);
+    - what they asked for themselves no longer names them; their stored idempotent answers go,
+      services' stored answers lose the user's id, number and body.
+    The suppression list and consent events keep the number's blind index: the proof of an
+    opt-out must stay, and a STOP must keep working for the number."""
     user = await repository.get_by_external_id(session, external_id, for_update=True)
     if user is None:
         raise UserNotFound(external_id)
-    await messages_repository.forget_recipient(session, user.id)
+    forgotten = await messages_repository.forget_recipient(session, user.id)
+    as_requester = f"user:{external_id}"
+    await messages_repository.forget_requester(session, as_requester, ERASED_REQUESTER)
+    await repository.forget_erasure_requester(session, as_requester, ERASED_REQUESTER)
+    await idempotency.forget_user(session, external_id)
     await repository.delete_by_external_id(session, external_id)
-    logger.info("erased user %s", external_id)
+    erasure = await repository.add_erasure(
+        session,
+        Erasure(
+            user_id_hash=erasure_hash(settings, external_id),
+            requested_by=requested_by,
+            messages_anonymised=forgotten.messages,
+        ),
+    )
+    # The id stays out of the logs too: the erasure's own id finds the record.
+    logger.info(
+        "erased a user: erasure %s, %d messages anonymised (%d cancelled), %d notifications "
+        "emptied",
+        erasure.id,
+        forgotten.messages,
+        len(forgotten.cancelled),
+        forgotten.notifications,
+    )
+    return erasure
+
+
+async def get_erasure(session: AsyncSession, settings: Settings, external_id: str) -> ErasureRecord:
+    """The latest erasure of this user id."""
+    found = await repository.latest_erasure(session, erasure_hash(settings, external_id))
+    if found is None:
+        raise ErasureNotFound(f"no erasure of user `{external_id}` is recorded")
+    return ErasureRecord(
+        user_id=external_id,
+        erased_at=found.erased_at,
+        requested_by=found.requested_by,
+        messages_anonymised=found.messages_anonymised,
+    )
+
+
+async def find_users(session: AsyncSession, external_ids: Sequence[str]) -> dict[str, User]:
+    """The users among these ids that exist, by external id."""
+    return {user.external_id: user for user in await repository.find_many(session, external_ids)}
+
+
+async def users_by_id(session: AsyncSession, user_ids: Sequence[uuid.UUID]) -> list[User]:
+    return await repository.get_many(session, user_ids)
+
+
+async def time_zone_of(session: AsyncSession, user_id: uuid.UUID) -> str | None:
+    return await repository.time_zone_of(session, user_id)
+
+
+async def time_zones_of(
+    session: AsyncSession, user_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, str | None]:
+    return await repository.time_zones_of(session, user_ids)
+
+
+async def user_by_id(session: AsyncSession, user_id: uuid.UUID) -> User | None:
+    found = await repository.get_many(session, [user_id])
+    return found[0] if found else None

@@ -1,0 +1,1 @@
+"""Bookings' reminders: scheduled, moved with the booking, cancelled with it."""

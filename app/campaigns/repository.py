@@ -1,0 +1,237 @@
+"""Campaigns' SQL: the campaign row, its messages written with COPY, what a chunk sends, the
+progress counts (ix_messages_campaign), and cancelling in batches."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.campaigns.models import Campaign, CampaignState
+from app.messages.metrics import count_entered
+from app.messages.models import Message
+from app.messages.repository import add_events, cancel_where
+from app.messages.status import Status
+
+CANCELLED_DETAIL = "campaign cancelled"
+
+
+class MessageRow(NamedTuple):
+    """A campaign message as COPY writes it (the columns not named take their defaults)."""
+
+    id: uuid.UUID
+    user_id: uuid.UUID | None
+    to_encrypted: bytes | None
+    to_index: bytes | None
+    to_region: str | None
+    body: str
+    category: str
+    status: str
+    suppression_reason: str | None
+    encoding: str
+    segments: int
+    reference: str | None
+    requested_by: str
+    send_at: datetime | None
+    next_attempt_at: datetime
+    expires_at: datetime
+    final_at: datetime | None
+    campaign_id: uuid.UUID
+    campaign_chunk: int | None
+
+
+class EventRow(NamedTuple):
+    message_id: uuid.UUID
+    status: str
+    source: str
+    detail: str | None
+
+
+# Never claimed yet: a chunk job's to send. Retries and what a dead worker left are single
+# messages again (the outbox's sweep takes them, app/outbox/repository.py).
+_FRESH = Message.attempts == 0
+_AT_TWILIO_OR_FINAL = or_(
+    Message.status.not_in([Status.QUEUED, Status.SCHEDULED, Status.SENDING]),
+    Message.twilio_sid.is_not(None),
+)
+
+
+async def add(session: AsyncSession, campaign: Campaign) -> Campaign:
+    session.add(campaign)
+    await session.flush()
+    return campaign
+
+
+async def copy_messages(
+    session: AsyncSession, messages: Sequence[MessageRow], events: Sequence[EventRow]
+) -> None:
+    """Writes the rows with COPY on the session's own connection, in its transaction: a few
+    times faster than a multi-row INSERT, and nothing is held in the ORM's identity map."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver: Any = raw.driver_connection  # asyncpg's connection
+    await driver.copy_records_to_table(
+        Message.__tablename__, records=messages, columns=list(MessageRow._fields)
+    )
+    await driver.copy_records_to_table(
+        "message_events", records=events, columns=list(EventRow._fields)
+    )
+
+
+async def get(
+    session: AsyncSession, campaign_id: uuid.UUID, *, for_update: bool = False
+) -> Campaign | None:
+    statement = select(Campaign).where(Campaign.id == campaign_id)
+    if for_update:  # transitions take turns on the row
+        statement = statement.with_for_update().execution_options(populate_existing=True)
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def set_state(
+    session: AsyncSession, campaign_id: uuid.UUID, state: CampaignState, *, finished: bool = False
+) -> None:
+    values: dict[str, Any] = {"state": state}
+    if finished:
+        values["finished_at"] = func.now()
+    await session.execute(update(Campaign).where(Campaign.id == campaign_id).values(**values))
+
+
+async def complete_if_done(session: AsyncSession, campaign_id: uuid.UUID) -> bool:
+    """An active campaign with nothing left to hand to Twilio is completed (one statement, so
+    a pause or cancel committing meanwhile wins)."""
+    statement = (
+        update(Campaign)
+        .where(
+            Campaign.id == campaign_id,
+            Campaign.state == CampaignState.ACTIVE,
+            ~exists().where(_pending(campaign_id)),
+        )
+        .values(state=CampaignState.COMPLETED, finished_at=func.now())
+        .returning(Campaign.id)
+    )
+    return (await session.execute(statement)).first() is not None
+
+
+def _pending(campaign_id: uuid.UUID) -> Any:
+    return and_(Message.campaign_id == campaign_id, ~_AT_TWILIO_OR_FINAL)
+
+
+async def has_pending(session: AsyncSession, campaign_id: uuid.UUID) -> bool:
+    statement = select(exists().where(_pending(campaign_id)))
+    return bool((await session.execute(statement)).scalar_one())
+
+
+async def counts(session: AsyncSession, campaign_id: uuid.UUID) -> dict[tuple[str, bool], int]:
+    """(status, handed to Twilio) → messages, in one GROUP BY over ix_messages_campaign."""
+    statement = (
+        select(Message.status, Message.twilio_sid.is_not(None), func.count())
+        .where(Message.campaign_id == campaign_id)
+        .group_by(Message.status, Message.twilio_sid.is_not(None))
+    )
+    return {(row[0], bool(row[1])): row[2] for row in (await session.execute(statement)).all()}
+
+
+async def unfinished(session: AsyncSession) -> list[tuple[uuid.UUID, str]]:
+    """Running campaigns, and cancelled ones whose messages are not all cancelled yet."""
+    statement = select(Campaign.id, Campaign.state).where(
+        Campaign.finished_at.is_(None),
+        Campaign.state.in_([CampaignState.ACTIVE, CampaignState.CANCELLED]),
+    )
+    return [(row[0], row[1]) for row in (await session.execute(statement)).all()]
+
+
+async def chunks_to_start(
+    session: AsyncSession, campaign_id: uuid.UUID, *, now: datetime, limit: int
+) -> list[int]:
+    """The lowest chunks holding messages to send now: queued, or scheduled whose time came
+    (by the caller's clock, as the outbox's sweep)."""
+    queued = (
+        select(Message.campaign_chunk)
+        .distinct()
+        .where(Message.campaign_id == campaign_id, Message.status == Status.QUEUED, _FRESH)
+        .order_by(Message.campaign_chunk)
+        .limit(limit)
+    )
+    due = (
+        select(Message.campaign_chunk)
+        .distinct()
+        .where(
+            Message.campaign_id == campaign_id,
+            Message.status == Status.SCHEDULED,
+            Message.send_at <= now,
+        )
+        .order_by(Message.campaign_chunk)
+        .limit(limit)
+    )
+    found = set((await session.execute(queued)).scalars())
+    found |= set((await session.execute(due)).scalars())
+    return sorted(chunk for chunk in found if chunk is not None)[:limit]
+
+
+async def release_chunk(
+    session: AsyncSession, campaign_id: uuid.UUID, chunk: int, *, now: datetime
+) -> int:
+    """The chunk's scheduled messages whose time came become queued, with their events, in
+    one statement each (the outbox's sweep would take them a thousand at a time)."""
+    statement = (
+        update(Message)
+        .where(
+            Message.campaign_id == campaign_id,
+            Message.campaign_chunk == chunk,
+            Message.status == Status.SCHEDULED,
+            Message.send_at <= now,
+        )
+        .values(
+            status=Status.QUEUED, next_attempt_at=func.least(Message.next_attempt_at, func.now())
+        )
+        .returning(Message.id, Message.category)
+    )
+    rows = (await session.execute(statement)).all()
+    if rows:
+        await add_events(session, [row[0] for row in rows], Status.QUEUED, source="worker")
+        count_entered(session, Status.QUEUED, [row[1] for row in rows])
+    return len(rows)
+
+
+async def chunk_to_send(
+    session: AsyncSession, campaign_id: uuid.UUID, chunk: int, *, limit: int
+) -> list[uuid.UUID]:
+    statement = (
+        select(Message.id)
+        .where(
+            Message.campaign_id == campaign_id,
+            Message.campaign_chunk == chunk,
+            Message.status == Status.QUEUED,
+            _FRESH,
+            Message.next_attempt_at <= func.now(),
+        )
+        .order_by(Message.id)
+        .limit(limit)
+    )
+    return list((await session.execute(statement)).scalars())
+
+
+async def cancel_batch(session: AsyncSession, campaign_id: uuid.UUID, *, limit: int) -> int:
+    """Cancels up to `limit` of the campaign's scheduled and queued messages, with their
+    events, in one UPDATE."""
+    batch = (
+        select(Message.id)
+        .where(
+            Message.campaign_id == campaign_id,
+            Message.status.in_([Status.SCHEDULED, Status.QUEUED]),
+        )
+        .limit(limit)
+        .scalar_subquery()
+    )
+    return len(await cancel_where(session, Message.id.in_(batch), detail=CANCELLED_DETAIL))
+
+
+async def cancel_retries(session: AsyncSession, campaign_id: uuid.UUID) -> int:
+    """The campaign's messages waiting for a retry after an attempt Twilio certainly refused
+    (few): cancel_where leaves those Twilio may have."""
+    condition = and_(Message.campaign_id == campaign_id, Message.status == Status.SENDING)
+    return len(await cancel_where(session, condition, detail=CANCELLED_DETAIL))

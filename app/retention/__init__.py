@@ -1,0 +1,1 @@
+"""Retention: bodies erased, then rows deleted, their counts kept as daily aggregates."""
