@@ -1,7 +1,10 @@
-"""The Twilio client's CPU per request, beside the same client with sniffio missing.
+"""The Twilio client's CPU per request, beside two baselines:
 
-With anyio 4.16+ sniffio is no longer installed along; httpcore then tries (and fails) to import
-it on every pool lock. The service depends on sniffio explicitly; this measures what that saves.
+- one httpx pool holding every connection (httpx's usual layout): httpcore checks each of a
+  pool's connections whenever a request starts or ends, so the client spreads its connections
+  over pools of CONNECTIONS_PER_POOL (app/twilio/client.py); this measures what that saves;
+- sniffio missing: with anyio 4.16+ sniffio is no longer installed along, and httpcore then
+  tries (and fails) to import it on every pool lock. The service depends on sniffio explicitly.
 
     .venv/bin/python -m bench.twilio_client [--requests 2000] [--concurrency 20]
 
@@ -39,8 +42,11 @@ if sys.argv[1] == "without-sniffio":
             return None
 
     sys.meta_path.insert(0, NotInstalled)
+import app.twilio.client
 from app.core.settings import Settings
 from app.twilio.client import TwilioClient
+if sys.argv[1] == "one-pool":
+    app.twilio.client.CONNECTIONS_PER_POOL = 1_000_000
 from app.twilio.schemas import NewMessage
 
 async def main(base_url, count, concurrency):
@@ -99,21 +105,21 @@ def main() -> None:
         base_url = f"http://127.0.0.1:{port}"
         results = {
             variant: run_client(variant, base_url, args.requests, args.concurrency)
-            for variant in ("with-sniffio", "without-sniffio")
+            for variant in ("ours", "one-pool", "without-sniffio")
         }
     finally:
         sandbox.terminate()
         sandbox.wait(10)
+    print(f"{args.concurrency} requests at once")
     print(f"{'client':<18}{'CPU us/request':>16}{'requests/s':>12}")
     for variant, figures in results.items():
         print(
             f"{variant:<18}{figures['cpu_us_per_request']:>16.0f}{figures['requests_per_s']:>12.0f}"
         )
-    ratio = (
-        results["without-sniffio"]["cpu_us_per_request"]
-        / results["with-sniffio"]["cpu_us_per_request"]
-    )
-    print(f"without sniffio the client spends {ratio:.2f}x the CPU per request")
+    ours = results["ours"]["cpu_us_per_request"]
+    for variant, what in (("one-pool", "in one pool"), ("without-sniffio", "without sniffio")):
+        ratio = results[variant]["cpu_us_per_request"] / ours
+        print(f"{what} the client spends {ratio:.2f}x the CPU per request")
     print(json.dumps(results))
 
 

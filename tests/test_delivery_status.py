@@ -21,14 +21,21 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from pydantic import AnyHttpUrl
 from sqlalchemy import delete, update
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from app.core.crypto import PhoneCipher
 from app.core.database import create_sessionmaker
 from app.core.deps import get_sessionmaker, get_settings
 from app.core.settings import Settings, TwilioAccount
+from app.delivery_status import batching, tasks
 from app.delivery_status import service as delivery_service
-from app.delivery_status import tasks
+from app.delivery_status.batching import StatusBatcher
+from app.delivery_status.service import StatusReport
 from app.delivery_status.tasks import fetch_prices, poll_statuses
 from app.main import create_app
 from app.messages.models import Message
@@ -357,6 +364,70 @@ class Pauses:
     def __iter__(self) -> Iterator[float]:
         self.waiting.set()
         yield from (0.2, 0.2, 0.2, 0.2)
+
+
+async def test_callbacks_arriving_together_are_applied_together_each_as_alone(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    cipher: PhoneCipher,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sending = [await sent_message(sessionmaker, cipher) for _ in range(30)]
+    failing_id, failing_sid = await sent_message(sessionmaker, cipher, status="sent")
+    batches: list[int] = []  # the reports of each transaction
+
+    async def counted(session: AsyncSession, reports: list[StatusReport]) -> set[str]:
+        batches.append(len(reports))
+        return await delivery_service.apply_reports(session, reports)
+
+    monkeypatch.setattr(batching, "apply_reports", counted)
+    batcher = StatusBatcher(sessionmaker)
+    reports = [
+        *(StatusReport(sid, "sent", None) for _, sid in sending),
+        *(StatusReport(sid, "delivered", None) for _, sid in sending[:10]),  # both at once
+        *(StatusReport(sid, "sent", None) for _, sid in sending[:5]),  # duplicates
+        StatusReport(failing_sid, "undelivered", 30003),
+        StatusReport(failing_sid, "sent", None),  # late: changes nothing
+        StatusReport("SM" + "0" * 32, "delivered", None),  # no message has it
+    ]
+
+    unknown = await asyncio.gather(*(batcher.apply(report) for report in reports))
+
+    assert batches == [len(reports)]  # all waiting at once: one transaction
+    assert unknown == [False] * (len(reports) - 1) + [True]
+    for index, (message_id, _) in enumerate(sending):
+        expected = "delivered" if index < 10 else "sent"
+        assert (await load(sessionmaker, message_id)).status == expected
+        history = [("sent", "callback")] + ([("delivered", "callback")] if index < 10 else [])
+        assert await events(sessionmaker, message_id) == history
+    failed = await load(sessionmaker, failing_id)
+    assert (failed.status, failed.error_code, failed.error_message) == (
+        "undelivered",
+        30003,
+        "unreachable handset",
+    )
+    assert await events(sessionmaker, failing_id) == [("undelivered", "callback")]
+
+
+async def test_when_a_batch_cannot_be_written_every_callback_in_it_gets_the_error(
+    sessionmaker: async_sessionmaker[AsyncSession], cipher: PhoneCipher
+) -> None:
+    _, sid = await sent_message(sessionmaker, cipher)
+    broken = create_sessionmaker(
+        create_async_engine("postgresql+asyncpg://postgres@127.0.0.1:1/none")
+    )
+    batcher = StatusBatcher(broken)
+
+    outcomes = await asyncio.gather(
+        *(batcher.apply(StatusReport(sid, "sent", None)) for _ in range(3)),
+        return_exceptions=True,
+    )
+
+    assert all(isinstance(outcome, OSError) for outcome in outcomes), outcomes
+    # And the next one is tried again, not stuck behind the failure.
+    retried = await asyncio.gather(
+        batcher.apply(StatusReport(sid, "sent", None)), return_exceptions=True
+    )
+    assert isinstance(retried[0], OSError)
 
 
 async def test_a_callback_that_beats_the_worker_is_applied_once_the_sid_is_recorded(

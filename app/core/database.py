@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import DateTime, MetaData, func
+from sqlalchemy import DateTime, MetaData, cast, column, func
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeEngine
 
 from app.core.settings import Settings
 
@@ -76,3 +78,13 @@ async def transaction(
             await session.rollback()
             raise
         await session.commit()
+
+
+def values_of(name: str, **arrays: tuple[Sequence[object], TypeEngine[Any]]) -> Any:
+    """unnest(array, ...) AS name(column, ...): a row per item, each column from one array, to
+    join in one statement (an UPDATE ... FROM) what would be a statement per item."""
+    return (
+        func.unnest(*(cast(list(values), ARRAY(kind)) for values, kind in arrays.values()))
+        .table_valued(*(column(key, kind) for key, (_, kind) in arrays.items()))
+        .render_derived(name=name)
+    )

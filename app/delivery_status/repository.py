@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
+from typing import NamedTuple
 
-from sqlalchemy import Interval, func, or_, select, type_coerce, update
+from sqlalchemy import Integer, Interval, String, Text, case, func, or_, select, type_coerce, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.database import values_of
 from app.messages.models import Message
 from app.messages.status import FINAL, RANK, Status
 
@@ -55,6 +58,70 @@ async def advance(
     )
     row = (await session.execute(statement)).first()
     return Advanced(row[0], row[1], row[2], row[3]) if row else None
+
+
+class Reported(NamedTuple):
+    sid: str
+    twilio_status: str
+    error_code: int | None
+    error_message: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AdvancedSid:
+    sid: str
+    advanced: Advanced
+    error_code: int | None
+
+
+async def advance_many(
+    session: AsyncSession, status: Status, reports: Sequence[Reported]
+) -> list[AdvancedSid]:
+    """`advance` for many SIDs moving to one status, in one statement (one report per SID)."""
+    if not reports:
+        return []
+    earlier = [s for s in Status if s not in FINAL and RANK[s] < RANK[status]]
+    rows = values_of(
+        "reported",
+        sid=([report.sid for report in reports], String()),
+        twilio_status=([report.twilio_status for report in reports], String()),
+        error_code=([report.error_code for report in reports], Integer()),
+        error_message=([report.error_message for report in reports], Text()),
+    )
+    values: dict[str, object] = {
+        "status": status,
+        "twilio_status": rows.c.twilio_status,
+        # As `advance`: a report without an error code keeps the one recorded.
+        "error_code": func.coalesce(rows.c.error_code, Message.error_code),
+        "error_message": case(
+            (rows.c.error_code.is_(None), Message.error_message), else_=rows.c.error_message
+        ),
+    }
+    if status in FINAL:
+        values["final_at"] = func.now()
+    statement = (
+        update(Message)
+        .where(Message.twilio_sid == rows.c.sid, Message.status.in_(earlier))
+        .values(**values)
+        .returning(
+            Message.twilio_sid,
+            Message.id,
+            Message.to_index,
+            Message.category,
+            type_coerce(func.clock_timestamp() - Message.last_attempt_at, Interval),
+            rows.c.error_code,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return [
+        AdvancedSid(row[0], Advanced(row[1], row[2], row[3], row[4]), row[5])
+        for row in (await session.execute(statement)).all()
+    ]
+
+
+async def known_sids(session: AsyncSession, sids: Sequence[str]) -> set[str]:
+    statement = select(Message.twilio_sid).where(Message.twilio_sid.in_(sids))
+    return {sid for sid in (await session.execute(statement)).scalars() if sid}
 
 
 async def is_known(session: AsyncSession, sid: str) -> bool:

@@ -1,13 +1,23 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, BackgroundTasks, Response, status
+from typing import Annotated, cast
 
-from app.core.deps import SessionDep, SessionmakerDep
+from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response, status
+
+from app.core.deps import SessionmakerDep
 from app.core.errors import problem_responses
-from app.delivery_status.service import apply_status, apply_when_known, is_known
+from app.delivery_status.batching import StatusBatcher
+from app.delivery_status.service import StatusReport, apply_when_known
 from app.twilio.requests import TwilioForm, form_body
 
 router = APIRouter(prefix="/api", tags=["twilio"])
+
+
+async def get_status_batcher(request: Request) -> StatusBatcher:
+    return cast(StatusBatcher, request.state.status_batcher)
+
+
+StatusBatcherDep = Annotated[StatusBatcher, Depends(get_status_batcher)]
 
 
 @router.post(
@@ -28,7 +38,7 @@ router = APIRouter(prefix="/api", tags=["twilio"])
 )
 async def status_callback(
     form: TwilioForm,
-    session: SessionDep,
+    batcher: StatusBatcherDep,
     sessionmaker: SessionmakerDep,
     background: BackgroundTasks,
 ) -> Response:
@@ -37,8 +47,7 @@ async def status_callback(
     code = form.get("ErrorCode")
     if isinstance(sid, str) and isinstance(reported, str):
         error_code = int(code) if isinstance(code, str) and code.isdigit() else None
-        applied = await apply_status(session, sid, reported, error_code, source="callback")
-        if not applied and not await is_known(session, sid):
+        if await batcher.apply(StatusReport(sid, reported, error_code)):
             # Maybe earlier than the worker's record of the SID: looked at again after the
             # answer (Twilio does not wait, and does not resend).
             background.add_task(apply_when_known, sessionmaker, sid, reported, error_code)

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.database import transaction
 from app.delivery_status import repository
 from app.delivery_status.metrics import CALLBACK_LAG
+from app.delivery_status.repository import Reported
 from app.messages.metrics import count_entered
-from app.messages.repository import add_events
-from app.messages.status import FROM_TWILIO
+from app.messages.repository import NewEvent, add_event_rows, add_events
+from app.messages.status import FROM_TWILIO, RANK, Status
 from app.optouts import service as optouts
 from app.twilio.errors import OPT_OUT_CODE, meaning_of
 
@@ -62,9 +65,64 @@ async def apply_status(
     return True
 
 
-async def is_known(session: AsyncSession, sid: str) -> bool:
-    """Whether a message of ours has this SID (yet)."""
-    return await repository.is_known(session, sid)
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    """What one status callback says."""
+
+    sid: str
+    twilio_status: str
+    error_code: int | None
+
+
+async def apply_reports(session: AsyncSession, reports: Sequence[StatusReport]) -> set[str]:
+    """`apply_status` for many callbacks at once, in a few statements: one update per status
+    reported (the lower statuses first, so a message sent and delivered within one batch keeps
+    both events), one insert of every event. Returns the SIDs no message has yet."""
+    groups: dict[Status, dict[str, StatusReport]] = {}
+    for report in reports:
+        status = FROM_TWILIO.get(report.twilio_status)
+        if status is not None:  # a status of Twilio's we do not track changes nothing
+            groups.setdefault(status, {}).setdefault(report.sid, report)  # duplicates: once
+    events: list[NewEvent] = []
+    matched: set[str] = set()
+    for status in sorted(groups, key=RANK.__getitem__):
+        advanced = await repository.advance_many(
+            session,
+            status,
+            [
+                Reported(
+                    report.sid,
+                    report.twilio_status,
+                    report.error_code,
+                    meaning_of(report.error_code) if report.error_code is not None else None,
+                )
+                for report in groups[status].values()
+            ],
+        )
+        count_entered(session, status, [row.advanced.category for row in advanced])
+        for row in advanced:
+            matched.add(row.sid)
+            events.append(
+                NewEvent(
+                    row.advanced.message_id,
+                    status,
+                    "callback",
+                    twilio_status=groups[status][row.sid].twilio_status,
+                    error_code=row.error_code,
+                )
+            )
+            if row.advanced.since_attempt is not None:
+                lag = max(0.0, row.advanced.since_attempt.total_seconds())
+                CALLBACK_LAG.labels(status).observe(lag)
+            if row.error_code == OPT_OUT_CODE and row.advanced.to_index is not None:
+                await optouts.opt_out(
+                    session, row.advanced.to_index, source="twilio_21610", message_sid=row.sid
+                )
+    await add_event_rows(session, events)
+    unmatched = {report.sid for report in reports} - matched
+    if not unmatched:
+        return set()
+    return unmatched - await repository.known_sids(session, list(unmatched))
 
 
 async def apply_when_known(

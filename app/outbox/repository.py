@@ -19,7 +19,6 @@ from sqlalchemy import (
     any_,
     case,
     cast,
-    column,
     exists,
     func,
     or_,
@@ -30,9 +29,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.types import TypeEngine
 
 from app.campaigns.models import HALTED, Campaign
+from app.core.database import values_of
 from app.messages.categories import Category
 from app.messages.metrics import count_entered
 from app.messages.models import Message
@@ -281,15 +280,6 @@ async def hold(
     return result.first() is not None
 
 
-def _values_of(name: str, **arrays: tuple[Sequence[object], TypeEngine[Any]]) -> Any:
-    """unnest(array, ...) AS name(column, ...): one row per message, each with its values."""
-    return (
-        func.unnest(*(cast(list(values), ARRAY(kind)) for values, kind in arrays.values()))
-        .table_valued(*(column(key, kind) for key, (_, kind) in arrays.items()))
-        .render_derived(name=name)
-    )
-
-
 def _held_each(rows: Any) -> ColumnElement[bool]:
     """`_held` for each (id, attempt) of `rows`."""
     return and_(
@@ -317,7 +307,7 @@ async def record_accepted_batch(
     recorded (one whose claim was lost is not)."""
     if not accepted:
         return set()
-    rows = _values_of(
+    rows = values_of(
         "accepted",
         id=([row.id for row in accepted], PG_UUID()),
         attempt=([row.attempt for row in accepted], Integer()),
@@ -364,7 +354,7 @@ async def finish_batch(session: AsyncSession, finished: Sequence[Finished]) -> s
     finished (one whose claim was lost is not)."""
     if not finished:
         return set()
-    rows = _values_of(
+    rows = values_of(
         "finished",
         id=([row.id for row in finished], PG_UUID()),
         attempt=([row.attempt for row in finished], Integer()),
@@ -401,7 +391,7 @@ async def hold_batch(session: AsyncSession, held: Sequence[Held]) -> set[uuid.UU
     """`hold` for many messages in one statement; the ids held."""
     if not held:
         return set()
-    rows = _values_of(
+    rows = values_of(
         "held",
         id=([row.id for row in held], PG_UUID()),
         attempt=([row.attempt for row in held], Integer()),
@@ -433,7 +423,7 @@ async def give_back(
     one on its first attempt is queued again. Returns (id, category) of those queued again."""
     if not claims:
         return []
-    rows = _values_of(
+    rows = values_of(
         "given",
         id=([claim[0] for claim in claims], PG_UUID()),
         attempt=([claim[1] for claim in claims], Integer()),
