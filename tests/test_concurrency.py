@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.auth import api_keys
 from app.auth.principal import Scope
+from app.core.crypto import PhoneCipher
 from app.core.database import create_sessionmaker, transaction
 from app.core.settings import Settings
+from app.delivery_status import repository as delivery_repository
+from app.delivery_status.repository import AdvancedSid, Reported
+from app.delivery_status.service import StatusReport, apply_reports
 from app.main import create_app
+from app.messages.models import Message
+from app.messages.status import Status
 from tests.conftest import as_user, bearer
+from tests.sending_support import add_message, new_sid
 
 PREFIX = "conc-"
 
@@ -103,3 +111,56 @@ async def test_updates_racing_an_erasure_end_in_200_or_404_never_500(
         assert responses[0].status_code == 204
         assert responses[1].status_code in (200, 404)
         assert responses[2].status_code in (200, 201)
+
+
+async def test_callback_batches_sharing_messages_in_opposite_orders_do_not_deadlock(
+    engine: AsyncEngine, cipher: PhoneCipher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two API processes' batches, each with other statuses of the same messages: each
+    waits for the other after its first statement (as far as it can). Without their locks
+    taken at once and in one order, each would hold rows the other waits for."""
+    sessionmaker = create_sessionmaker(engine)
+    sent = [
+        await add_message(
+            sessionmaker, cipher, body=f"{PREFIX}cb", status="sending", twilio_sid=new_sid()
+        )
+        for _ in range(40)
+    ]
+    async with sessionmaker() as session:
+        rows = [await session.get_one(Message, message_id) for message_id in sent]
+    sids = [row.twilio_sid or "" for row in rows]
+    first, second = sids[:20], sids[20:]
+    one = [StatusReport(sid, "sent", None) for sid in first] + [
+        StatusReport(sid, "delivered", None) for sid in second
+    ]
+    other = [StatusReport(sid, "sent", None) for sid in second] + [
+        StatusReport(sid, "delivered", None) for sid in first
+    ]
+    meet = asyncio.Barrier(2)
+    advance_many = delivery_repository.advance_many
+
+    async def then_wait_for_the_other(
+        session: AsyncSession, status: Status, reports: Sequence[Reported]
+    ) -> list[AdvancedSid]:
+        advanced = await advance_many(session, status, reports)
+        if status == Status.SENT:  # the first statement of each batch
+            with contextlib.suppress(TimeoutError, asyncio.BrokenBarrierError):
+                await asyncio.wait_for(meet.wait(), 1.5)
+        return advanced
+
+    monkeypatch.setattr(delivery_repository, "advance_many", then_wait_for_the_other)
+
+    async def apply(reports: list[StatusReport]) -> set[str]:
+        async with transaction(sessionmaker) as session:
+            return await apply_reports(session, reports)
+
+    try:
+        assert list(await asyncio.gather(apply(one), apply(other))) == [set(), set()]
+        async with sessionmaker() as session:
+            statuses = await session.scalars(select(Message.status).where(Message.id.in_(sent)))
+            assert set(statuses) == {"delivered"}
+    finally:
+        async with engine.begin() as connection:
+            await connection.execute(
+                text("DELETE FROM messages WHERE body = :body"), {"body": f"{PREFIX}cb"}
+            )

@@ -9,7 +9,21 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import NamedTuple
 
-from sqlalchemy import Integer, Interval, String, Text, case, func, or_, select, type_coerce, update
+from sqlalchemy import (
+    Integer,
+    Interval,
+    String,
+    Text,
+    any_,
+    case,
+    cast,
+    func,
+    or_,
+    select,
+    type_coerce,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.database import values_of
@@ -72,6 +86,18 @@ class AdvancedSid:
     sid: str
     advanced: Advanced
     error_code: int | None
+
+
+async def lock_messages_of(session: AsyncSession, sids: Sequence[str]) -> None:
+    """Locks the messages of these SIDs, in id order, for the rest of the transaction: batches
+    in two API processes that share messages take turns instead of deadlocking."""
+    statement = (
+        select(Message.id)
+        .where(Message.twilio_sid == any_(cast(list(sids), ARRAY(String()))))
+        .order_by(Message.id)
+        .with_for_update()
+    )
+    await session.execute(statement)
 
 
 async def advance_many(

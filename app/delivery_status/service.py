@@ -85,6 +85,8 @@ async def apply_reports(session: AsyncSession, reports: Sequence[StatusReport]) 
             groups.setdefault(status, {}).setdefault(report.sid, report)  # duplicates: once
     events: list[NewEvent] = []
     matched: set[str] = set()
+    if len(reports) > 1:
+        await repository.lock_messages_of(session, sorted({report.sid for report in reports}))
     for status in sorted(groups, key=RANK.__getitem__):
         advanced = await repository.advance_many(
             session,
