@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint openapi clean
+.PHONY: run test faults lint openapi clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ run: $(VENV)/.run-installed
 ## TEST: lint, types, then the whole suite against real PostgreSQL and Redis.
 test: $(VENV)/.dev-installed lint
 	$(BIN)/python -m pytest
+
+## FAULTS: the fault-injection suite: real processes on a PostgreSQL and Redis of its own,
+## workers killed, Redis flushed, PostgreSQL restarted, a failing carrier (a few minutes).
+faults: $(VENV)/.dev-installed
+	$(BIN)/python -m pytest faults
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .

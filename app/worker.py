@@ -25,7 +25,7 @@ from app.outbox.queue import SEND_JOB
 from app.outbox.sender_limit import SenderLimit
 from app.outbox.service import Outbox, attempt_timeout_seconds
 from app.outbox.tasks import send_message, sweep
-from app.retention.tasks import RETENTION_TIMEOUT_SECONDS, run_retention
+from app.retention.tasks import CONTINUE_JOB, RETENTION_TIMEOUT_SECONDS, run_retention
 
 EVERY_5_SECONDS = set(range(0, 60, 5))
 
@@ -89,6 +89,10 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
                 max_tries=1_000_000,
                 timeout=chunk_timeout_seconds(settings),
             ),
+            # A retention run out of its budget goes on in this job (app/retention/tasks.py).
+            func(
+                run_retention, name=CONTINUE_JOB, keep_result=0, timeout=RETENTION_TIMEOUT_SECONDS
+            ),
             check_worker,
         ],
         "cron_jobs": [
@@ -110,9 +114,13 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         "timezone": UTC,
         "on_startup": startup,
         "on_shutdown": shutdown,
-        "redis_settings": redis_settings(settings),
+        "redis_settings": redis_settings(settings, ride_out_outages=True),
         "ctx": {"settings": settings},
         "max_jobs": settings.worker_max_jobs,
+        # For jobs without a timeout of their own (sweeps, the poller), instead of arq's 300 s:
+        # arq takes a dead worker's jobs over once the longest of all timeouts (+10 s) has
+        # passed, so none may be longer than a campaign chunk's.
+        "job_timeout": chunk_timeout_seconds(settings),
         # Job ids read per poll wait in the worker's memory, in order: a short line lets a
         # code put at the front of the queue start soon even while a campaign runs.
         "queue_read_limit": settings.worker_max_jobs,

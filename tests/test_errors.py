@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import asyncpg
 import httpx
 from asgi_lifespan import LifespanManager
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.deps import get_sessionmaker
@@ -97,3 +99,45 @@ async def test_validation_errors_list_every_field(client: httpx.AsyncClient) -> 
     assert response.status_code == 422
     fields = {error["field"] for error in response.json()["errors"]}
     assert fields == {"body.marketing", "body.sms_enabled", "body.colour"}
+
+
+async def test_a_database_out_of_reach_is_a_503_to_retry(settings: Settings) -> None:
+    """Nothing listens where the database should be: a request that needs it is told to
+    retry (503, Retry-After), not that the service is broken (500)."""
+    unreachable = settings.model_copy(
+        update={"database_url": "postgresql+asyncpg://postgres@127.0.0.1:9/nothing"}
+    )
+    app = create_app(unreachable)
+
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.get("/api/user/profile", headers=as_user("u-503"))
+
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["retry-after"] == "1"
+    assert response.json()["code"] == "service_unavailable"
+
+
+async def test_a_database_shutting_down_mid_request_is_a_503(settings: Settings) -> None:
+    """What a PostgreSQL restart does to a query under way (57P01, wrapped by SQLAlchemy)."""
+    app = create_app(settings)
+
+    @app.get("/shutdown")
+    async def shutdown() -> None:
+        cause = asyncpg.AdminShutdownError("terminating connection due to administrator command")
+        raise OperationalError("SELECT 1", None, cause) from cause
+
+    @app.get("/bug")
+    async def bug() -> None:
+        raise OperationalError("SELECT 1", None, ValueError("not a connection problem"))
+
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            shut = await client.get("/shutdown")
+            broken = await client.get("/bug")
+
+    assert (shut.status_code, shut.json()["code"]) == (503, "service_unavailable")
+    assert (broken.status_code, broken.json()["code"]) == (500, "internal_error")

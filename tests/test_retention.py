@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 import time_machine
+from arq.connections import ArqRedis
+from arq.worker import Worker
 from click.testing import CliRunner
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import (
@@ -31,6 +33,7 @@ from sqlalchemy.pool import NullPool
 
 from app.analytics.models import MessageDailyStats
 from app.auth.principal import Scope
+from app.campaigns.chunks import chunk_timeout_seconds
 from app.cli import cli
 from app.codes.models import Verification
 from app.core.crypto import PhoneCipher
@@ -43,7 +46,7 @@ from app.messages.status import Status
 from app.notifications.models import Notification
 from app.retention import repository
 from app.retention.service import Report, apply_retention
-from app.retention.tasks import RETENTION_TIMEOUT_SECONDS, run_retention
+from app.retention.tasks import CONTINUE_JOB, RETENTION_TIMEOUT_SECONDS, run_retention
 from app.users.models import User
 from app.worker import worker_settings
 from tests.sending_support import add_message, new_sid
@@ -691,6 +694,33 @@ async def test_the_cron_job_applies_retention_with_the_current_time(
             select(IdempotencyKey.key).where(IdempotencyKey.principal == "api_key:retention-test")
         )
         assert list(kept) == ["live"]
+
+
+async def test_a_run_out_of_its_budget_queues_its_continuation(
+    sessionmaker: Maker, settings: Settings, redis_client: Any
+) -> None:
+    """The run stops (its batches kept) and a job goes on: no job may hold a worker's jobs
+    hostage for long if that worker dies (arq's one in-progress length is the longest)."""
+    pool = ArqRedis(connection_pool=redis_client.connection_pool)
+    ctx = {"state": {"sessionmaker": sessionmaker}, "settings": settings, "redis": pool}
+
+    result = await run_retention(ctx, budget=0.0)
+
+    assert result == {"continued": True}
+    queued = await pool.queued_jobs()
+    assert [(job.function, job.job_id) for job in queued] == [(CONTINUE_JOB, CONTINUE_JOB)]
+
+
+def test_a_dead_workers_jobs_are_held_no_longer_than_a_campaign_chunk(
+    settings: Settings,
+) -> None:
+    """A worker killed mid-job: arq lets another take its jobs once its in-progress marker,
+    as long as the longest job timeout of all plus 10 s, has run out. Retention (or a job
+    left at arq's default) must not stretch that to an hour."""
+    worker = Worker(**worker_settings(settings))
+
+    assert worker.in_progress_timeout_s == chunk_timeout_seconds(settings) + 10
+    assert chunk_timeout_seconds(settings) > RETENTION_TIMEOUT_SECONDS
 
 
 # --- two runs at once, and the CLI (both commit for real) ------------------------------------

@@ -984,6 +984,8 @@ async def test_sandbox_messages_lists_everything_and_reset_forgets_it(
 
 DEFAULT_FAULTS = {
     "latency_ms": 0,
+    "slow_rate": 0.0,
+    "slow_ms": 0,
     "rate_429": 0.0,
     "rate_5xx": 0.0,
     "rate_5xx_after_accept": 0.0,
@@ -991,6 +993,7 @@ DEFAULT_FAULTS = {
     "callback_delay_ms": None,
     "drop_callbacks": 0.0,
     "duplicate_callbacks": 0.0,
+    "hold_callbacks": 0.0,
     "out_of_order_callbacks": False,
 }
 
@@ -1163,6 +1166,42 @@ async def test_out_of_order_callbacks_bring_the_final_status_first(
     for callback in callbacks:
         assert_signed(callback, url)
     assert await twilio.status(created["sid"]) == "delivered"
+
+
+async def test_held_callbacks_come_when_released_newest_first(
+    twilio: TwilioApi, http: httpx.AsyncClient, sandbox: Sandbox, receiver: Receiver
+) -> None:
+    url = receiver.new_url()
+    await set_faults(http, hold_callbacks=1.0)
+
+    created = await twilio.send(StatusCallback=url)
+    await settled(sandbox)
+    assert await twilio.status(created["sid"]) == "delivered"
+    assert receiver.at(url) == []
+
+    released = await http.post("/sandbox/callbacks/release")
+
+    assert released.json() == {"released": 2}
+    callbacks = receiver.at(url)
+    assert [c.status for c in callbacks] == ["delivered", "sent"]
+    for callback in callbacks:
+        assert_signed(callback, url)
+    assert (await http.post("/sandbox/callbacks/release")).json() == {"released": 0}
+
+
+async def test_slow_answers_come_late_and_the_rest_do_not(
+    twilio: TwilioApi, http: httpx.AsyncClient
+) -> None:
+    await set_faults(http, slow_rate=1.0, slow_ms=300)
+    started = time.monotonic()
+    await twilio.send()
+    slow = time.monotonic() - started
+    await set_faults(http, slow_rate=0.0, slow_ms=300)
+    started = time.monotonic()
+    await twilio.send()
+    quick = time.monotonic() - started
+
+    assert slow >= 0.3 > quick
 
 
 async def test_callback_delay_ms_overrides_the_configured_delay(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -14,15 +15,18 @@ from pathlib import Path
 
 import pytest
 import redis
+from arq import create_pool
 from arq.connections import ArqRedis
 from arq.worker import Worker
 from click.testing import CliRunner
+from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import make_url
 
 import app.worker
 from app.cli import cli
-from app.core.redis import RedisNotConfigured, create_redis
+from app.core.redis import RedisNotConfigured, create_redis, redis_settings
 from app.core.settings import Settings
+from app.localdev.servers import start_redis
 from app.worker import check_worker, worker_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -219,3 +223,34 @@ def test_worker_check_without_a_worker_times_out_with_a_clear_message(
 
     assert result.exit_code != 0
     assert "no worker answered within 1.0 s" in result.output
+
+
+async def test_the_worker_rides_out_a_redis_restart_and_the_api_fails_fast(
+    tmp_path: Path,
+) -> None:
+    """arq's poll loop ends the worker process at the first failed Redis command: its
+    connection retries through a restart. The API's does not wait (the sweeper queues later
+    what it could not)."""
+    server = start_redis(tmp_path / "redis", throwaway=True)
+    settings = Settings(_env_file=None, redis_url=server.url)
+    worker_pool = await create_pool(redis_settings(settings, ride_out_outages=True))
+    api_pool = await create_redis(settings)
+    try:
+        await worker_pool.ping()
+        await api_pool.ping()
+        server.stop()
+
+        async def start_again() -> None:
+            nonlocal server
+            await asyncio.sleep(0.5)
+            server = await asyncio.to_thread(start_redis, tmp_path / "redis", throwaway=True)
+
+        comeback = asyncio.create_task(start_again())
+        with pytest.raises(RedisConnectionError):
+            await api_pool.ping()
+        assert await worker_pool.ping()
+        await comeback
+    finally:
+        await worker_pool.aclose()
+        await api_pool.aclose()
+        server.stop()

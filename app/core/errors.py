@@ -7,10 +7,14 @@ from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger(__name__)
@@ -143,6 +147,38 @@ def _validation_problem(request: Request, error: RequestValidationError) -> JSON
     )
 
 
+# A dependency out of reach rather than a fault of ours: the connection was refused, cut, or
+# the server is shutting down or starting up. Worth a retry, so 503, not 500.
+_UNREACHABLE: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, no such socket
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+    RedisConnectionError,
+    RedisTimeoutError,
+)
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """Whether the error, or one it was raised from, is a database or Redis out of reach."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, _UNREACHABLE):
+            return True
+        if isinstance(current, DBAPIError):
+            if current.connection_invalidated:
+                return True
+            pending.append(current.orig)
+        pending += [current.__cause__, current.__context__]
+    return False
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def on_service_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, ServiceError)
@@ -174,6 +210,16 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     async def on_unexpected_error(request: Request, error: Exception) -> JSONResponse:
+        if is_unreachable(error):
+            logger.warning(
+                "%s %s: a dependency is out of reach: %r", request.method, request.url.path, error
+            )
+            return problem_response(
+                503,
+                "service_unavailable",
+                detail="The database or Redis is out of reach; retry shortly.",
+                headers={"Retry-After": "1"},
+            )
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem_response(500, "internal_error", detail="Something went wrong on our side.")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
+from pydantic import BaseModel
 
 from app.twilio_sandbox.faults import Faults, FaultsUpdate
 from app.twilio_sandbox.schemas import Inbox, InboxMessage, SandboxMessages, SandboxMessageView
@@ -30,6 +31,16 @@ async def reset(sandbox: SandboxDep) -> Response:
     """Forgets messages, inboxes and faults; pending deliveries and callbacks are canceled."""
     await sandbox.reset()
     return Response(status_code=204)
+
+
+class Released(BaseModel):
+    released: int
+
+
+@router.post("/callbacks/release", response_model=Released)
+async def release_callbacks(sandbox: SandboxDep) -> Released:
+    """Sends the callbacks the hold_callbacks fault held back, newest first."""
+    return Released(released=await sandbox.delivery.release_held())
 
 
 @router.get("/faults", response_model=Faults)

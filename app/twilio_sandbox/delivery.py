@@ -24,6 +24,7 @@ class DeliveryPlan:
     out_of_order: bool = False
     drop_rate: float = 0.0
     duplicate_rate: float = 0.0
+    hold_rate: float = 0.0
 
     @classmethod
     def from_faults(cls, faults: Faults, default_step_seconds: float) -> DeliveryPlan:
@@ -35,6 +36,7 @@ class DeliveryPlan:
             out_of_order=faults.out_of_order_callbacks,
             drop_rate=faults.drop_callbacks,
             duplicate_rate=faults.duplicate_callbacks,
+            hold_rate=faults.hold_callbacks,
         )
 
 
@@ -46,6 +48,8 @@ class Delivery:
         self._plans: dict[str, DeliveryPlan] = {}
         self._timelines: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Callbacks held back by the hold_callbacks fault: (url, params), in order.
+        self._held: list[tuple[str, dict[str, str]]] = []
 
     @property
     def pending(self) -> int:
@@ -77,6 +81,14 @@ class Delivery:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._plans.clear()
         self._timelines.clear()
+        self._held.clear()
+
+    async def release_held(self) -> int:
+        """Sends the held callbacks, newest first (late and out of order); how many."""
+        held, self._held = self._held, []
+        for url, params in reversed(held):
+            await self._sender.send(url, params)
+        return len(held)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(work)
@@ -113,6 +125,9 @@ class Delivery:
         self, message: SandboxMessage, params: dict[str, str], plan: DeliveryPlan
     ) -> None:
         if message.status_callback is None or self._dice.roll(plan.drop_rate):
+            return
+        if self._dice.roll(plan.hold_rate):
+            self._held.append((message.status_callback, params))
             return
         copies = 2 if self._dice.roll(plan.duplicate_rate) else 1
         for _ in range(copies):

@@ -18,6 +18,8 @@ class Faults(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     latency_ms: int = Field(default=0, ge=0, le=600_000, description="Added to every request.")
+    slow_rate: Probability = Field(default=0.0, description="A request answered `slow_ms` later.")
+    slow_ms: int = Field(default=0, ge=0, le=600_000, description="How late a slow answer is.")
     rate_429: Probability = Field(default=0.0, description="429/20429; nothing is stored.")
     rate_5xx: Probability = Field(default=0.0, description="500 or 503; nothing is stored.")
     rate_5xx_after_accept: Probability = Field(
@@ -31,6 +33,11 @@ class Faults(BaseModel):
     )
     drop_callbacks: Probability = Field(default=0.0, description="A callback is never sent.")
     duplicate_callbacks: Probability = Field(default=0.0, description="A callback is sent twice.")
+    hold_callbacks: Probability = Field(
+        default=0.0,
+        description="A callback is held back until POST /sandbox/callbacks/release: it comes "
+        "late, after the status it reports was learned otherwise (the poller), and out of order.",
+    )
     out_of_order_callbacks: bool = Field(
         default=False, description="The final status callback comes before `sent`."
     )
@@ -77,6 +84,10 @@ class FaultDice:
         if self.roll(self.faults.rate_5xx_after_accept):
             return TwilioApiError(500, 20500)
         return None
+
+    def slowness(self) -> float:
+        """Seconds this request's answer is held back (beyond `latency_ms`)."""
+        return self.faults.slow_ms / 1000 if self.roll(self.faults.slow_rate) else 0.0
 
     def hangs(self) -> bool:
         return self.roll(self.faults.timeout_rate)

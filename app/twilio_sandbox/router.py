@@ -20,8 +20,9 @@ MessageSid = Annotated[str, Path(alias="Sid")]
 
 
 async def simulate_latency(sandbox: SandboxDep) -> None:
-    if sandbox.dice.faults.latency_ms:
-        await asyncio.sleep(sandbox.dice.faults.latency_ms / 1000)
+    delay = sandbox.dice.faults.latency_ms / 1000 + sandbox.dice.slowness()
+    if delay:
+        await asyncio.sleep(delay)
 
 
 async def authenticate(request: Request, sandbox: SandboxDep, account_sid: AccountSid) -> None:

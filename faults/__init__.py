@@ -1,0 +1,1 @@
+"""The fault-injection suite (`make faults`): real processes, real faults, two invariants."""
