@@ -36,8 +36,6 @@ from app.core.crypto import PhoneCipher
 from app.core.deps import get_sessionmaker
 from app.core.migrations import upgrade_to_head
 from app.core.settings import Settings
-from app.delivery_status.batching import StatusBatcher
-from app.delivery_status.router import get_status_batcher
 from app.localdev.servers import start_postgres, start_redis
 from app.main import create_app
 from app.outbox.service import Outbox
@@ -193,8 +191,6 @@ def app(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> F
     """The real app; only its sessions are bound to the test's transaction."""
     application = create_app(settings)
     application.dependency_overrides[get_sessionmaker] = lambda: sessionmaker
-    batcher = StatusBatcher(sessionmaker)
-    application.dependency_overrides[get_status_batcher] = lambda: batcher
     return application
 
 

@@ -301,7 +301,7 @@ async def test_a_callback_for_an_unknown_sid_is_acknowledged_and_ignored(
     cipher: PhoneCipher,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(delivery_service, "LATE_SID_PAUSES", (0.01, 0.01))
+    monkeypatch.setattr(batching, "LATE_SID_PAUSES", (0.01, 0.01))
     message_id, _ = await sent_message(sessionmaker, cipher)
 
     response = await post_callback(client, settings, callback(new_sid(), "delivered"))
@@ -436,7 +436,7 @@ async def test_a_callback_that_beats_the_worker_is_applied_once_the_sid_is_recor
     """Twilio calls back moments after answering the create; the worker may not have written
     the SID yet. Committed for real, on the app's own connections."""
     pauses = Pauses()
-    monkeypatch.setattr(delivery_service, "LATE_SID_PAUSES", pauses)
+    monkeypatch.setattr(batching, "LATE_SID_PAUSES", pauses)
     live = create_sessionmaker(engine)
     in_flight = datetime.now(UTC) + timedelta(minutes=1)
     message_id = await add_message(

@@ -13,7 +13,7 @@ from app.core.database import create_engine, create_sessionmaker
 from app.core.rate_limit import RateLimiter
 from app.core.redis import create_redis
 from app.core.settings import Settings
-from app.delivery_status.batching import StatusBatcher
+from app.delivery_status.batching import StatusBatchers
 from app.twilio.client import TwilioClient
 
 
@@ -26,7 +26,7 @@ class State(TypedDict):
     token_verifier: TokenVerifier
     twilio: TwilioClient
     rate_limiter: RateLimiter
-    status_batcher: StatusBatcher
+    status_batchers: StatusBatchers
 
 
 async def open_state(settings: Settings) -> State:
@@ -36,18 +36,17 @@ async def open_state(settings: Settings) -> State:
     except BaseException:
         await engine.dispose()
         raise
-    sessionmaker = create_sessionmaker(engine)
     return State(
         settings=settings,
         engine=engine,
-        sessionmaker=sessionmaker,
+        sessionmaker=create_sessionmaker(engine),
         redis=redis,
         phone_cipher=PhoneCipher(
             settings.phone_keys, settings.phone_blind_index_key.get_secret_value().encode()
         ),
         token_verifier=TokenVerifier(settings),
         rate_limiter=RateLimiter(redis),
-        status_batcher=StatusBatcher(sessionmaker),
+        status_batchers=StatusBatchers(),
         twilio=TwilioClient(
             settings.twilio,
             timeout_seconds=settings.twilio_timeout_seconds,
@@ -58,7 +57,7 @@ async def open_state(settings: Settings) -> State:
 
 async def close_state(state: State) -> None:
     try:
-        await state["status_batcher"].aclose()
+        await state["status_batchers"].aclose()
         await state["twilio"].aclose()
         await state["redis"].aclose()
     finally:

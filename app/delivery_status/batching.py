@@ -21,6 +21,10 @@ logger = logging.getLogger(__name__)
 
 # Reports in one transaction at most: its locks and its statements stay short.
 MAX_BATCH = 500
+# A callback can beat the worker's commit of the SID it reports (Twilio calls back moments after
+# answering the create, and the worker records what Twilio took a batch at a time): it is tried
+# again after these pauses before it is given up (the poller remains the backstop).
+LATE_SID_PAUSES = (0.5, 1.0, 2.0, 4.0)
 
 
 @dataclass(eq=False)
@@ -39,6 +43,14 @@ class StatusBatcher:
         if self._applier is None:
             self._applier = asyncio.create_task(self._apply_waiting())
         return await done
+
+    async def apply_when_known(self, report: StatusReport) -> None:
+        """A report whose SID no message had yet, applied once the worker has recorded it."""
+        for pause in LATE_SID_PAUSES:
+            await asyncio.sleep(pause)
+            if not await self.apply(report):
+                return
+        logger.info("status callback for unknown message %s ignored", report.sid)
 
     async def aclose(self) -> None:
         """Lets the reports already waiting be applied."""
@@ -63,3 +75,22 @@ class StatusBatcher:
                         done.set_result(report.sid in unknown)
         finally:
             self._applier = None
+
+
+@dataclass(eq=False)
+class StatusBatchers:
+    """A process' batchers: one per sessionmaker its requests use (one, but for tests)."""
+
+    _batchers: dict[async_sessionmaker[AsyncSession], StatusBatcher] = field(
+        default_factory=dict, init=False
+    )
+
+    def of(self, sessionmaker: async_sessionmaker[AsyncSession]) -> StatusBatcher:
+        batcher = self._batchers.get(sessionmaker)
+        if batcher is None:
+            batcher = self._batchers[sessionmaker] = StatusBatcher(sessionmaker)
+        return batcher
+
+    async def aclose(self) -> None:
+        for batcher in self._batchers.values():
+            await batcher.aclose()

@@ -6,15 +6,15 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response, stat
 
 from app.core.deps import SessionmakerDep
 from app.core.errors import problem_responses
-from app.delivery_status.batching import StatusBatcher
-from app.delivery_status.service import StatusReport, apply_when_known
+from app.delivery_status.batching import StatusBatcher, StatusBatchers
+from app.delivery_status.service import StatusReport
 from app.twilio.requests import TwilioForm, form_body
 
 router = APIRouter(prefix="/api", tags=["twilio"])
 
 
-async def get_status_batcher(request: Request) -> StatusBatcher:
-    return cast(StatusBatcher, request.state.status_batcher)
+async def get_status_batcher(request: Request, sessionmaker: SessionmakerDep) -> StatusBatcher:
+    return cast(StatusBatchers, request.state.status_batchers).of(sessionmaker)
 
 
 StatusBatcherDep = Annotated[StatusBatcher, Depends(get_status_batcher)]
@@ -39,7 +39,6 @@ StatusBatcherDep = Annotated[StatusBatcher, Depends(get_status_batcher)]
 async def status_callback(
     form: TwilioForm,
     batcher: StatusBatcherDep,
-    sessionmaker: SessionmakerDep,
     background: BackgroundTasks,
 ) -> Response:
     sid = form.get("MessageSid") or form.get("SmsSid")
@@ -47,8 +46,9 @@ async def status_callback(
     code = form.get("ErrorCode")
     if isinstance(sid, str) and isinstance(reported, str):
         error_code = int(code) if isinstance(code, str) and code.isdigit() else None
-        if await batcher.apply(StatusReport(sid, reported, error_code)):
-            # Maybe earlier than the worker's record of the SID: looked at again after the
-            # answer (Twilio does not wait, and does not resend).
-            background.add_task(apply_when_known, sessionmaker, sid, reported, error_code)
+        report = StatusReport(sid, reported, error_code)
+        if await batcher.apply(report):
+            # Maybe earlier than the worker's record of the SID: tried again after the answer
+            # (Twilio does not wait, and does not resend).
+            background.add_task(batcher.apply_when_known, report)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.database import transaction
 from app.delivery_status import repository
 from app.delivery_status.metrics import CALLBACK_LAG
 from app.delivery_status.repository import Reported
@@ -20,11 +18,6 @@ from app.optouts import service as optouts
 from app.twilio.errors import OPT_OUT_CODE, meaning_of
 
 logger = logging.getLogger(__name__)
-
-# A callback can beat the worker's commit of the SID it reports (Twilio calls back moments after
-# answering the create, and the worker has not written the answer yet): look again after these
-# pauses before giving up on it (the poller remains the backstop).
-LATE_SID_PAUSES = (0.5, 1.0, 2.0, 4.0)
 
 
 async def apply_status(
@@ -125,19 +118,3 @@ async def apply_reports(session: AsyncSession, reports: Sequence[StatusReport]) 
     if not unmatched:
         return set()
     return unmatched - await repository.known_sids(session, list(unmatched))
-
-
-async def apply_when_known(
-    sessionmaker: async_sessionmaker[AsyncSession],
-    sid: str,
-    twilio_status: str,
-    error_code: int | None,
-) -> None:
-    """A callback for a SID not recorded yet, applied once the worker has recorded it."""
-    for pause in LATE_SID_PAUSES:
-        await asyncio.sleep(pause)
-        async with transaction(sessionmaker) as session:
-            if await repository.is_known(session, sid):
-                await apply_status(session, sid, twilio_status, error_code, source="callback")
-                return
-    logger.info("status callback for unknown message %s ignored", sid)
