@@ -88,16 +88,17 @@ class AdvancedSid:
     error_code: int | None
 
 
-async def lock_messages_of(session: AsyncSession, sids: Sequence[str]) -> None:
-    """Locks the messages of these SIDs, in id order, for the rest of the transaction: batches
-    in two API processes that share messages take turns instead of deadlocking."""
+async def lock_messages_of(session: AsyncSession, sids: Sequence[str]) -> set[str]:
+    """Locks the messages of these SIDs, in id order, for the rest of the transaction (batches
+    in two API processes that share messages take turns instead of deadlocking), and returns
+    the SIDs found: those a message has, as of now, for every statement after this one."""
     statement = (
-        select(Message.id)
+        select(Message.twilio_sid)
         .where(Message.twilio_sid == any_(cast(list(sids), ARRAY(String()))))
         .order_by(Message.id)
         .with_for_update()
     )
-    await session.execute(statement)
+    return {sid for sid in (await session.execute(statement)).scalars() if sid}
 
 
 async def advance_many(
@@ -143,16 +144,6 @@ async def advance_many(
         AdvancedSid(row[0], Advanced(row[1], row[2], row[3], row[4]), row[5])
         for row in (await session.execute(statement)).all()
     ]
-
-
-async def known_sids(session: AsyncSession, sids: Sequence[str]) -> set[str]:
-    statement = select(Message.twilio_sid).where(Message.twilio_sid.in_(sids))
-    return {sid for sid in (await session.execute(statement)).scalars() if sid}
-
-
-async def is_known(session: AsyncSession, sid: str) -> bool:
-    statement = select(Message.id).where(Message.twilio_sid == sid)
-    return (await session.execute(statement)).first() is not None
 
 
 async def awaiting_status(

@@ -77,9 +77,9 @@ async def apply_reports(session: AsyncSession, reports: Sequence[StatusReport]) 
         if status is not None:  # a status of Twilio's we do not track changes nothing
             groups.setdefault(status, {}).setdefault(report.sid, report)  # duplicates: once
     events: list[NewEvent] = []
-    matched: set[str] = set()
-    if len(reports) > 1:
-        await repository.lock_messages_of(session, sorted({report.sid for report in reports}))
+    # Which SIDs are known is decided here, once: a worker may commit a SID between two later
+    # statements, and a report that missed its row must then be tried again, not dropped.
+    known = await repository.lock_messages_of(session, sorted({report.sid for report in reports}))
     for status in sorted(groups, key=RANK.__getitem__):
         advanced = await repository.advance_many(
             session,
@@ -92,11 +92,11 @@ async def apply_reports(session: AsyncSession, reports: Sequence[StatusReport]) 
                     meaning_of(report.error_code) if report.error_code is not None else None,
                 )
                 for report in groups[status].values()
+                if report.sid in known
             ],
         )
         count_entered(session, status, [row.advanced.category for row in advanced])
         for row in advanced:
-            matched.add(row.sid)
             events.append(
                 NewEvent(
                     row.advanced.message_id,
@@ -114,7 +114,4 @@ async def apply_reports(session: AsyncSession, reports: Sequence[StatusReport]) 
                     session, row.advanced.to_index, source="twilio_21610", message_sid=row.sid
                 )
     await add_event_rows(session, events)
-    unmatched = {report.sid for report in reports} - matched
-    if not unmatched:
-        return set()
-    return unmatched - await repository.known_sids(session, list(unmatched))
+    return {report.sid for report in reports} - known
