@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test faults lint openapi clean
+.PHONY: run test faults bench lint openapi clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test: $(VENV)/.dev-installed lint
 ## workers killed, Redis flushed, PostgreSQL restarted, a failing carrier (a few minutes).
 faults: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest faults
+
+## BENCH: every SPEC section 10 figure beside its baselines, one table (under 10 minutes).
+bench: $(VENV)/.dev-installed
+	$(BIN)/python -m bench.suite
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .

@@ -22,6 +22,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -46,14 +47,25 @@ class MessageFilter:
 
 async def add_many(
     session: AsyncSession, messages: Sequence[Message], events: Sequence[MessageEvent]
-) -> list[Message]:
-    """Inserts messages and their first events; the ORM batches each table's rows into a few
-    multi-row INSERTs."""
+) -> tuple[list[Message], list[MessageEvent]]:
+    """Inserts messages and their first events (the ORM batches each table's rows into a few
+    multi-row INSERTs). The events come back as stored, times and ids included, so a caller
+    can answer with a message's history without reading it again."""
     session.add_all(messages)
     await session.flush()
-    session.add_all(events)
-    await session.flush()
-    return list(messages)
+    return list(messages), await _insert_events_returning(session, events)
+
+
+async def _insert_events_returning(
+    session: AsyncSession, events: Sequence[MessageEvent]
+) -> list[MessageEvent]:
+    if not events:
+        return []
+    keys = [attribute.key for attribute in sa_inspect(MessageEvent).column_attrs]
+    # The attributes set on each new event; unset ones take the column's default.
+    values = [{key: row.__dict__[key] for key in keys if key in row.__dict__} for row in events]
+    statement = insert(MessageEvent).returning(MessageEvent, sort_by_parameter_order=True)
+    return list((await session.scalars(statement, values)).all())
 
 
 def _with_owner() -> Select[Message, str]:

@@ -99,7 +99,7 @@ async def send(
     else:
         assert request.body is not None
         body = request.body
-    message = await _store(
+    stored = await _store(
         session,
         cipher,
         settings,
@@ -111,7 +111,7 @@ async def send(
         reference=request.reference,
         smart_encoding=request.smart_encoding,
     )
-    return await describe(session, cipher, message)
+    return _accepted(cipher, stored, recipient)
 
 
 async def send_test(
@@ -132,10 +132,10 @@ async def send_test(
         recipient = await _own_number(session, cipher, settings, principal.id)
     if recipient.e164 and await optouts.is_opted_out(session, cipher.blind_index(recipient.e164)):
         raise RecipientOptedOut("this number replied STOP; it must reply START first")
-    message = await _store(
+    stored = await _store(
         session, cipher, settings, principal, recipient, body=request.body, category=Category.TEST
     )
-    return await describe(session, cipher, message)
+    return _accepted(cipher, stored, recipient)
 
 
 async def store_code_message(
@@ -151,7 +151,7 @@ async def store_code_message(
     """The outbox row of a one-time code. Its body is never stored: the worker makes the code
     and the body as it sends; `template_body` (with a filler code) gives the segment count."""
     recipient = Recipient(e164, user.phone_region, user)
-    return await _store(
+    stored = await _store(
         session,
         cipher,
         settings,
@@ -162,6 +162,7 @@ async def store_code_message(
         # A code late is a code dead: Twilio is told to drop it when the code expires.
         validity_seconds=settings.otp_ttl_seconds,
     )
+    return stored.message
 
 
 def templates_dir(settings: Settings) -> Path | None:
@@ -255,7 +256,7 @@ async def _store(
     reference: str | None = None,
     smart_encoding: bool = False,
     validity_seconds: int | None = None,
-) -> Message:
+) -> Draft:
     draft = new_message(
         cipher,
         settings,
@@ -268,13 +269,13 @@ async def _store(
         smart_encoding=smart_encoding,
         validity_seconds=validity_seconds,
     )
-    [message] = await store_many(session, [draft])
-    return message
+    [stored] = await store_drafts(session, [draft])
+    return stored
 
 
 @dataclass(frozen=True, slots=True)
 class Draft:
-    """A message about to be stored, with the event that records how it started."""
+    """A message with the event that records how it started: about to be stored, or stored."""
 
     message: Message
     event: MessageEvent
@@ -353,12 +354,24 @@ def new_message(
 
 
 async def store_many(session: AsyncSession, drafts: Sequence[Draft]) -> list[Message]:
-    stored = await repository.add_many(
+    return [stored.message for stored in await store_drafts(session, drafts)]
+
+
+async def store_drafts(session: AsyncSession, drafts: Sequence[Draft]) -> list[Draft]:
+    """The drafts as stored (server defaults and times filled in), in the same order."""
+    messages, events = await repository.add_many(
         session, [draft.message for draft in drafts], [draft.event for draft in drafts]
     )
-    for draft in drafts:  # accepted as queued, scheduled or suppressed
-        count_entered(session, draft.message.status, [draft.message.category])
-    return stored
+    for message in messages:  # accepted as queued, scheduled or suppressed
+        count_entered(session, message.status, [message.category])
+    return [Draft(message, event) for message, event in zip(messages, events, strict=True)]
+
+
+def _accepted(cipher: PhoneCipher, stored: Draft, recipient: Recipient) -> MessageOut:
+    """The answer to a message just stored, from what the INSERTs returned: its history is
+    its first event, its owner the recipient (no query for either)."""
+    owner = recipient.user.external_id if recipient.user else None
+    return _out(cipher, stored.message, owner, [stored.event])
 
 
 def _field_error(field: str, message: str, kind: str) -> FieldError:
