@@ -75,11 +75,8 @@ from urllib.parse import urlencode
 import httpx
 import psutil  # type: ignore[import-untyped]
 import redis
-from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
-from app.auth import api_keys
 from app.auth.principal import Scope
-from app.core.database import transaction
 from app.core.phone import InvalidPhoneNumber, NumberType, normalize_sms_number
 from app.core.settings import (
     SANDBOX_ACCOUNT_SID,
@@ -89,7 +86,7 @@ from app.core.settings import (
 )
 from bench.sender_limit import busiest_window
 from bench.support import bench_servers
-from tests.stack import Stack
+from tests.stack import Stack, create_api_key
 
 WORKERS = 2
 RATES = (10, 100)
@@ -136,20 +133,9 @@ def us_numbers(count: int) -> list[str]:
 
 def create_bulk_key(database_url: str) -> str:
     """A service key for campaigns, made straight in the benchmark's database."""
-
-    async def create() -> str:
-        url = Settings(_env_file=None, database_url=database_url).database_url
-        assert url is not None
-        engine = create_async_engine(url)
-        try:
-            async with transaction(async_sessionmaker(engine)) as session:
-                scopes = [Scope.SMS_BULK, Scope.SMS_READ, Scope.USERS_WRITE]
-                created = await api_keys.create_key(session, "bench-bulk", scopes)
-        finally:
-            await engine.dispose()
-        return created.secret
-
-    return asyncio.run(create())
+    return create_api_key(
+        database_url, "bench-bulk", [Scope.SMS_BULK, Scope.SMS_READ, Scope.USERS_WRITE]
+    )
 
 
 def production_env() -> dict[str, str]:

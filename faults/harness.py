@@ -3,7 +3,6 @@ and Redis, the sandbox as its own server, the API under uvicorn, arq workers."""
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,16 +11,12 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
-from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
-from app.auth import api_keys
 from app.auth.principal import Scope
-from app.core.database import transaction
 from app.core.migrations import upgrade_to_head
-from app.core.settings import Settings
 from faults.ledger import Figures, Ledger
 from faults.servers import OwnPostgres, OwnRedis
-from tests.stack import Stack
+from tests.stack import Stack, create_api_key
 from tests.support import create_database
 
 # Every scenario's service: no quiet hours (numbers in California must not wait for the
@@ -44,18 +39,7 @@ class Servers:
 
 
 def admin_key(database_url: str) -> str:
-    async def create() -> str:
-        url = Settings(_env_file=None, database_url=database_url).database_url
-        assert url is not None
-        engine = create_async_engine(url)
-        try:
-            async with transaction(async_sessionmaker(engine)) as session:
-                created = await api_keys.create_key(session, "faults", [Scope.ADMIN])
-        finally:
-            await engine.dispose()
-        return created.secret
-
-    return asyncio.run(create())
+    return create_api_key(database_url, "faults", [Scope.ADMIN])
 
 
 @dataclass

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,8 +213,13 @@ def running_stack(database_url: str, redis_url: str, log_dir: Path) -> Iterator[
         stack.stop_all()
 
 
-def create_api_key(database_url: str, name: str = "e2e") -> str:
-    """A service key with every sending scope, made straight in the stack's database."""
+SENDING_SCOPES = (Scope.SMS_SEND, Scope.SMS_READ, Scope.USERS_WRITE)
+
+
+def create_api_key(
+    database_url: str, name: str = "e2e", scopes: Sequence[Scope] = SENDING_SCOPES
+) -> str:
+    """A service key (by default with every sending scope), made straight in the database."""
 
     async def create() -> str:
         url = Settings(_env_file=None, database_url=database_url).database_url
@@ -222,9 +227,7 @@ def create_api_key(database_url: str, name: str = "e2e") -> str:
         engine = create_async_engine(url)
         try:
             async with transaction(async_sessionmaker(engine)) as session:
-                created = await api_keys.create_key(
-                    session, name, [Scope.SMS_SEND, Scope.SMS_READ, Scope.USERS_WRITE]
-                )
+                created = await api_keys.create_key(session, name, list(scopes))
         finally:
             await engine.dispose()
         return created.secret

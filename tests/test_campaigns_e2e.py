@@ -5,7 +5,6 @@ message is final, and no number received anything twice."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -15,12 +14,9 @@ import httpx
 import pytest
 import redis
 
-from app.auth import api_keys
 from app.auth.principal import Scope
-from app.core.database import transaction
 from app.core.migrations import upgrade_to_head
-from app.core.settings import Settings
-from tests.stack import Stack, api_client, redis_url_for_db, wait_until
+from tests.stack import Stack, api_client, create_api_key, redis_url_for_db, wait_until
 from tests.support import create_database
 
 E2E_REDIS_DB = 10
@@ -30,22 +26,7 @@ PENDING = ("queued", "scheduled", "sending", "sent")  # not final yet (sending: 
 
 
 def _bulk_key(database_url: str) -> str:
-    async def create() -> str:
-        from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
-
-        url = Settings(_env_file=None, database_url=database_url).database_url
-        assert url is not None
-        engine = create_async_engine(url)
-        try:
-            async with transaction(async_sessionmaker(engine)) as session:
-                created = await api_keys.create_key(
-                    session, "e2e-bulk", [Scope.SMS_BULK, Scope.SMS_READ]
-                )
-        finally:
-            await engine.dispose()
-        return created.secret
-
-    return asyncio.run(create())
+    return create_api_key(database_url, "e2e-bulk", [Scope.SMS_BULK, Scope.SMS_READ])
 
 
 @pytest.fixture(scope="module")

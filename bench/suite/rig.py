@@ -18,15 +18,13 @@ import asyncpg
 import httpx
 import redis
 
-from app.auth import api_keys
 from app.auth.principal import Scope
-from app.core.database import transaction
 from app.core.migrations import upgrade_to_head
 from app.core.settings import Settings
 from app.localdev.servers import start_postgres, start_redis
 from bench.bulk import Rig, production_env
 from bench.support import own_database
-from tests.stack import Stack
+from tests.stack import Stack, create_api_key
 
 WORKERS = 2
 
@@ -114,21 +112,11 @@ def servers(work_dir: Path) -> Iterator[tuple[str, str]]:
 
 
 def _create_key(database_url: str) -> str:
-    async def create() -> str:
-        from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
-
-        url = Settings(_env_file=None, database_url=database_url).database_url
-        assert url is not None
-        engine = create_async_engine(url)
-        try:
-            async with transaction(async_sessionmaker(engine)) as session:
-                scopes = [Scope.SMS_SEND, Scope.SMS_BULK, Scope.SMS_READ, Scope.USERS_WRITE]
-                created = await api_keys.create_key(session, "bench-suite", scopes)
-        finally:
-            await engine.dispose()
-        return created.secret
-
-    return asyncio.run(create())
+    return create_api_key(
+        database_url,
+        "bench-suite",
+        [Scope.SMS_SEND, Scope.SMS_BULK, Scope.SMS_READ, Scope.USERS_WRITE],
+    )
 
 
 @contextmanager
