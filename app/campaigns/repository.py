@@ -217,14 +217,18 @@ async def chunk_to_send(
 
 async def cancel_batch(session: AsyncSession, campaign_id: uuid.UUID, *, limit: int) -> int:
     """Cancels up to `limit` of the campaign's scheduled and queued messages, with their
-    events, in one UPDATE."""
+    events, in one UPDATE. Rows another canceller (the API, a worker's sweep) holds are
+    skipped, not waited for: two of them on one campaign took rows in different orders and
+    deadlocked."""
     batch = (
         select(Message.id)
         .where(
             Message.campaign_id == campaign_id,
             Message.status.in_([Status.SCHEDULED, Status.QUEUED]),
         )
+        .order_by(Message.id)
         .limit(limit)
+        .with_for_update(skip_locked=True)
         .scalar_subquery()
     )
     return len(await cancel_where(session, Message.id.in_(batch), detail=CANCELLED_DETAIL))
