@@ -21,6 +21,7 @@ from app.core.state import State, close_state, open_state
 from app.delivery_status.tasks import fetch_prices, poll_statuses
 from app.messages.service import templates_dir
 from app.notifications.rendering import check_templates
+from app.outbox.coalescing import SendCoalescer
 from app.outbox.queue import SEND_JOB
 from app.outbox.sender_limit import SenderLimit
 from app.outbox.service import Outbox, attempt_timeout_seconds
@@ -46,6 +47,8 @@ async def startup(ctx: dict[str, Any]) -> None:
         state["twilio"],
         sender_limit=SenderLimit.from_settings(settings, state["redis"]),
     )
+    # Each send job takes at most one create at Twilio: as many in flight as jobs run at once.
+    ctx["sends"] = SendCoalescer.build(ctx["outbox"], settings.worker_max_jobs)
     ctx["campaigns"] = CampaignSender.build(
         settings, state["sessionmaker"], state["redis"], ctx["outbox"]
     )

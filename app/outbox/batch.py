@@ -88,11 +88,13 @@ class _Batch:
     # --- claim and checks: one transaction -------------------------------------------------
 
     async def claim(
-        self, message_ids: Sequence[uuid.UUID]
+        self, message_ids: Sequence[uuid.UUID], release: Sequence[uuid.UUID]
     ) -> tuple[list[Claimed], list[uuid.UUID]]:
-        """The plain messages claimed and cleared to go, and those for the single path."""
+        """The plain messages claimed and cleared to go, and those for the single path.
+        `release`: scheduled ones among them whose time may have come."""
         outbox = self.outbox
         async with transaction(outbox.sessionmaker) as session:
+            await repository.release_due(session, release, now=datetime.now(UTC))
             claims = await repository.claim_batch(session, message_ids, outbox.lease)
             self.claimed_at = time.monotonic()
             taken = {claim.id for claim in claims}
@@ -312,6 +314,17 @@ class _Batch:
                     row.sid,
                 )
 
+    async def send_single(self, message_id: uuid.UUID) -> None:
+        async with self.gate:
+            if self.stopped or not await self.proceed():
+                self.stopped = True
+                return
+            try:
+                self.attempts[message_id] = await self.outbox.send(message_id)
+            except Exception:
+                logger.exception("sending message %s", message_id)
+                self.errors += 1
+
     async def give_back(self) -> list[uuid.UUID]:
         if not self.given_back:
             return []
@@ -357,20 +370,18 @@ async def send_batch(
     gate: asyncio.Semaphore,
     proceed: Proceed = _always,
     lanes: int | None = None,
+    release: Sequence[uuid.UUID] = (),
 ) -> BatchResult:
     """Up to BATCH_SIZE messages, each exactly as Outbox.send would send it; `gate` bounds the
-    creates in flight (shared by the caller's batches), `proceed` is asked before each."""
+    creates in flight (shared by the caller's batches), `proceed` is asked before each.
+    `release`: those of them that are scheduled, due by now (deferred jobs)."""
     batch = _Batch(outbox, gate, proceed)
-    going, single = await batch.claim(message_ids)
-    await batch.hand_over(going, lanes or outbox.settings.campaign_concurrency)
+    going, single = await batch.claim(message_ids, release)
+    # A dead worker's message, one to reconcile, a code: each by the single path, beside the
+    # batch's creates rather than after them (a code waits for no one).
+    await asyncio.gather(
+        batch.hand_over(going, lanes or outbox.settings.campaign_concurrency),
+        *(batch.send_single(message_id) for message_id in single),
+    )
     given_back = await batch.give_back()
-    for message_id in single:  # a dead worker's, one to reconcile, a code: one by one
-        if batch.stopped or not await proceed():
-            break
-        async with gate:
-            try:
-                batch.attempts[message_id] = await outbox.send(message_id)
-            except Exception:
-                logger.exception("sending message %s", message_id)
-                batch.errors += 1
     return BatchResult(batch.attempts, given_back, batch.errors)

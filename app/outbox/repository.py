@@ -480,20 +480,32 @@ async def due(session: AsyncSession, *, limit: int, after: DueCursor | None = No
 
 async def release_one(session: AsyncSession, message_id: uuid.UUID, *, now: datetime) -> bool:
     """The scheduled message becomes queued if its time has come (a deferred job's start)."""
+    return bool(await release_due(session, [message_id], now=now))
+
+
+async def release_due(
+    session: AsyncSession, message_ids: Sequence[uuid.UUID], *, now: datetime
+) -> list[uuid.UUID]:
+    """Of these scheduled messages, those whose time has come become queued (deferred jobs
+    starting together), with their events."""
+    if not message_ids:
+        return []
     statement = (
         update(Message)
-        .where(Message.id == message_id, Message.status == Status.SCHEDULED, Message.send_at <= now)
+        .where(_any_of(message_ids), Message.status == Status.SCHEDULED, Message.send_at <= now)
         .values(
             status=Status.QUEUED,
             next_attempt_at=func.least(Message.next_attempt_at, func.now()),
         )
-        .returning(Message.category)
+        .returning(Message.id, Message.category)
+        .execution_options(synchronize_session=False)
     )
-    category = (await session.execute(statement)).scalar_one_or_none()
-    if category is not None:
-        await add_events(session, [message_id], Status.QUEUED, source="worker")
-        count_entered(session, Status.QUEUED, [category])
-    return category is not None
+    rows = (await session.execute(statement)).all()
+    released = [row[0] for row in rows]
+    if released:
+        await add_events(session, released, Status.QUEUED, source="worker")
+        count_entered(session, Status.QUEUED, [row[1] for row in rows])
+    return released
 
 
 async def release_scheduled(session: AsyncSession, *, now: datetime, limit: int) -> list[uuid.UUID]:

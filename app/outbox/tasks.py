@@ -14,23 +14,25 @@ from app.core.database import transaction
 from app.core.state import State
 from app.messages.categories import Category
 from app.outbox import repository
+from app.outbox.coalescing import SendCoalescer
 from app.outbox.metrics import MESSAGES_DUE, QUEUE_DEPTH
 from app.outbox.queue import enqueue_send, jobs_due_now
-from app.outbox.service import Outbox, Outcome
+from app.outbox.service import Outcome
 
 logger = logging.getLogger(__name__)
 
 SWEEP_BATCH = 1000
 
 
-def outbox_of(ctx: dict[str, Any]) -> Outbox:
-    outbox: Outbox = ctx["outbox"]
-    return outbox
+def sends_of(ctx: dict[str, Any]) -> SendCoalescer:
+    sends: SendCoalescer = ctx["sends"]
+    return sends
 
 
 async def send_message(ctx: dict[str, Any], message_id: str, scheduled: bool = False) -> str:
-    """`scheduled`: a job deferred to the message's time, which releases it first."""
-    attempt = await outbox_of(ctx).send(uuid.UUID(message_id), release=scheduled)
+    """`scheduled`: a job deferred to the message's time, which releases it first. The jobs
+    running at once in this worker go together (app/outbox/coalescing.py)."""
+    attempt = await sends_of(ctx).send(uuid.UUID(message_id), release=scheduled)
     if attempt.outcome is Outcome.RETRY and attempt.retry_at is not None:
         # The same job again later: its id stays the message id.
         delay = max(0.0, (attempt.retry_at - datetime.now(UTC)).total_seconds())
