@@ -9,9 +9,10 @@ import httpx
 import jwt
 import pytest
 from sqlalchemy import select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth import api_keys
+from app.auth.exceptions import InvalidApiKey
 from app.auth.models import ApiKey
 from app.auth.principal import Scope
 from tests.conftest import as_user, bearer, user_token
@@ -148,10 +149,9 @@ async def test_unknown_and_revoked_keys_are_401(
 ) -> None:
     created = await api_keys.create_key(session, "to-revoke", [Scope.USERS_WRITE])
     await session.commit()
-    assert (await client.get("/api/users/x", headers=bearer(created.secret))).status_code == 404
-
     await api_keys.revoke_key(session, created.key.prefix)
     await session.commit()
+
     revoked = await client.get("/api/users/x", headers=bearer(created.secret))
     unknown = await client.get("/api/users/x", headers=bearer("smsk_" + "A" * 43))
 
@@ -159,6 +159,68 @@ async def test_unknown_and_revoked_keys_are_401(
     assert revoked.json()["code"] == "invalid_api_key"
     assert unknown.status_code == 401
     assert unknown.json()["code"] == "invalid_api_key"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_revoked_key_is_refused_once_its_verification_is_older_than_the_ttl(
+    sessionmaker: async_sessionmaker[AsyncSession], session: AsyncSession
+) -> None:
+    created = await api_keys.create_key(session, "billing", [Scope.SMS_SEND])
+    await session.commit()
+    clock = FakeClock()
+    keys = api_keys.VerifiedKeys(ttl_seconds=5, clock=clock)
+    first = await keys.authenticate(sessionmaker, created.secret)
+
+    await api_keys.revoke_key(session, created.key.prefix)
+    await session.commit()
+    clock.now += 4.9
+    still_trusted = await keys.authenticate(sessionmaker, created.secret)
+    clock.now += 0.1
+
+    assert first.id == str(created.key.id)
+    assert first.scopes == {Scope.SMS_SEND}
+    assert still_trusted == first
+    with pytest.raises(InvalidApiKey):
+        await keys.authenticate(sessionmaker, created.secret)
+
+
+async def test_without_a_ttl_a_revocation_takes_effect_at_once(
+    sessionmaker: async_sessionmaker[AsyncSession], session: AsyncSession
+) -> None:
+    created = await api_keys.create_key(session, "billing", [Scope.SMS_SEND])
+    await session.commit()
+    keys = api_keys.VerifiedKeys(ttl_seconds=0)
+    await keys.authenticate(sessionmaker, created.secret)
+
+    await api_keys.revoke_key(session, created.key.prefix)
+    await session.commit()
+
+    with pytest.raises(InvalidApiKey):
+        await keys.authenticate(sessionmaker, created.secret)
+
+
+async def test_a_key_refused_once_is_not_remembered_as_refused(
+    sessionmaker: async_sessionmaker[AsyncSession], session: AsyncSession
+) -> None:
+    """Only verified keys are kept: a token refused now is looked up again next time."""
+    keys = api_keys.VerifiedKeys(ttl_seconds=5)
+    created = await api_keys.create_key(session, "billing", [Scope.SMS_SEND])
+    await session.rollback()  # the key does not exist (yet)
+    with pytest.raises(InvalidApiKey):
+        await keys.authenticate(sessionmaker, created.secret)
+    session.add(created.key)
+    await session.commit()
+
+    principal = await keys.authenticate(sessionmaker, created.secret)
+
+    assert principal.id == str(created.key.id)
 
 
 async def test_keys_are_stored_hashed_and_their_use_is_recorded(

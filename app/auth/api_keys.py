@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -74,3 +75,31 @@ async def authenticate(sessionmaker: async_sessionmaker[AsyncSession], secret: s
             await repository.touch(session, key.id)
     scopes = frozenset(Scope(scope) for scope in key.scopes if scope in Scope._value2member_map_)
     return Principal(kind="api_key", id=str(key.id), name=key.name, scopes=scopes)
+
+
+class VerifiedKeys:
+    """The principals of API keys verified lately, so that a service's steady stream of
+    requests does not cost a database transaction each: a key is looked up again once its
+    entry is `ttl_seconds` old. A revocation therefore takes effect in this process within
+    `ttl_seconds` (API_KEY_CACHE_SECONDS); 0 looks every request up. Unknown and revoked keys
+    are never kept, so a new key works at once and random tokens cannot fill the cache."""
+
+    def __init__(self, ttl_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl = ttl_seconds
+        self._clock = clock
+        # hash of the key -> (its principal, when the entry stops being trusted)
+        self._entries: dict[bytes, tuple[Principal, float]] = {}
+
+    async def authenticate(
+        self, sessionmaker: async_sessionmaker[AsyncSession], secret: str
+    ) -> Principal:
+        digest = hash_key(secret)
+        now = self._clock()
+        entry = self._entries.get(digest)
+        if entry is not None and now < entry[1]:
+            return entry[0]
+        self._entries.pop(digest, None)
+        principal = await authenticate(sessionmaker, secret)
+        if self._ttl > 0:
+            self._entries[digest] = (principal, now + self._ttl)
+        return principal

@@ -32,7 +32,8 @@ async def get_principal(
         )
     token = credentials.credentials
     if api_keys.looks_like_api_key(token):
-        return await api_keys.authenticate(sessionmaker, token)
+        keys = cast(api_keys.VerifiedKeys, request.state.api_keys)
+        return await keys.authenticate(sessionmaker, token)
     verifier = cast(TokenVerifier, request.state.token_verifier)
     return verifier.verify(token)
 

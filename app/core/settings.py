@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     public_base_url: AnyHttpUrl = AnyHttpUrl("http://localhost:8000")
     max_request_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
 
+    # How long a verified API key is trusted without looking it up again: a revoked key
+    # still works for up to this long in each API process (0: every request looks it up).
+    api_key_cache_seconds: float = Field(default=5.0, ge=0, le=60)
+
     jwt_secret: SecretStr | None = SecretStr(DEV_JWT_SECRET)
     jwt_public_key: str | None = None
     jwt_audience: str | None = None

@@ -7,6 +7,7 @@ from typing import TypedDict
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.auth.api_keys import VerifiedKeys
 from app.auth.tokens import TokenVerifier
 from app.core.crypto import PhoneCipher
 from app.core.database import create_engine, create_sessionmaker
@@ -24,6 +25,7 @@ class State(TypedDict):
     redis: ArqRedis
     phone_cipher: PhoneCipher
     token_verifier: TokenVerifier
+    api_keys: VerifiedKeys
     twilio: TwilioClient
     rate_limiter: RateLimiter
     status_batchers: StatusBatchers
@@ -45,6 +47,7 @@ async def open_state(settings: Settings) -> State:
             settings.phone_keys, settings.phone_blind_index_key.get_secret_value().encode()
         ),
         token_verifier=TokenVerifier(settings),
+        api_keys=VerifiedKeys(settings.api_key_cache_seconds),
         rate_limiter=RateLimiter(redis),
         status_batchers=StatusBatchers(),
         twilio=TwilioClient(

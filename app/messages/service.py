@@ -269,8 +269,9 @@ async def _store(
         smart_encoding=smart_encoding,
         validity_seconds=validity_seconds,
     )
-    [stored] = await store_drafts(session, [draft])
-    return stored
+    await repository.add_one(session, draft.message, draft.event)
+    count_entered(session, draft.message.status, [draft.message.category])
+    return draft
 
 
 @dataclass(frozen=True, slots=True)
