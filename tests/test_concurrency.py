@@ -18,11 +18,10 @@ from app.core.crypto import PhoneCipher
 from app.core.database import create_sessionmaker, transaction
 from app.core.settings import Settings
 from app.delivery_status import repository as delivery_repository
-from app.delivery_status.repository import AdvancedSid, Reported
+from app.delivery_status.repository import Locked
 from app.delivery_status.service import StatusReport, apply_reports
 from app.main import create_app
 from app.messages.models import Message
-from app.messages.status import Status
 from tests.conftest import as_user, bearer
 from tests.sending_support import add_message, new_sid
 
@@ -113,12 +112,14 @@ async def test_updates_racing_an_erasure_end_in_200_or_404_never_500(
         assert responses[2].status_code in (200, 201)
 
 
-async def test_callback_batches_sharing_messages_in_opposite_orders_do_not_deadlock(
+async def test_callback_batches_sharing_messages_in_opposite_orders_take_turns(
     engine: AsyncEngine, cipher: PhoneCipher, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two API processes' batches, each with other statuses of the same messages: each
-    waits for the other after its first statement (as far as it can). Without their locks
-    taken at once and in one order, each would hold rows the other waits for."""
+    """Two API processes' batches, each with other statuses of the same messages, each held
+    after its first statement as long as the other could reach its own. Locked at once and in
+    one order, the messages make the second wait for the first's commit and decide on what it
+    committed; without, both would decide on the same old statuses, and one would move half of
+    them back (or the two deadlock)."""
     sessionmaker = create_sessionmaker(engine)
     sent = [
         await add_message(
@@ -137,18 +138,15 @@ async def test_callback_batches_sharing_messages_in_opposite_orders_do_not_deadl
         StatusReport(sid, "delivered", None) for sid in first
     ]
     meet = asyncio.Barrier(2)
-    advance_many = delivery_repository.advance_many
+    lock_messages_of = delivery_repository.lock_messages_of
 
-    async def then_wait_for_the_other(
-        session: AsyncSession, status: Status, reports: Sequence[Reported]
-    ) -> list[AdvancedSid]:
-        advanced = await advance_many(session, status, reports)
-        if status == Status.SENT:  # the first statement of each batch
-            with contextlib.suppress(TimeoutError, asyncio.BrokenBarrierError):
-                await asyncio.wait_for(meet.wait(), 1.5)
-        return advanced
+    async def then_wait_for_the_other(session: AsyncSession, sids: Sequence[str]) -> list[Locked]:
+        locked = await lock_messages_of(session, sids)
+        with contextlib.suppress(TimeoutError, asyncio.BrokenBarrierError):
+            await asyncio.wait_for(meet.wait(), 1.5)
+        return locked
 
-    monkeypatch.setattr(delivery_repository, "advance_many", then_wait_for_the_other)
+    monkeypatch.setattr(delivery_repository, "lock_messages_of", then_wait_for_the_other)
 
     async def apply(reports: list[StatusReport]) -> set[str]:
         async with transaction(sessionmaker) as session:

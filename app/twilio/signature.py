@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
@@ -19,7 +20,7 @@ def compute_signature(
     de-duplicates them: `Digits=1234&Digits=1234` counts once)."""
     pairs = sorted(set(params.items() if isinstance(params, Mapping) else params))
     payload = url + "".join(name + value for name, value in pairs)
-    digest = hmac.new(auth_token.encode(), payload.encode(), hashlib.sha1).digest()
+    digest = hmac.digest(auth_token.encode(), payload.encode(), hashlib.sha1)
     return base64.b64encode(digest).decode()
 
 
@@ -39,18 +40,20 @@ def validate_signature(
     )
 
 
-def _with_and_without_default_port(url: str) -> list[str]:
+# Few URLs are called (PUBLIC_BASE_URL and a route's path): each is split once, not per request.
+@functools.lru_cache(maxsize=256)
+def _with_and_without_default_port(url: str) -> tuple[str, ...]:
     parts = urlsplit(url)
     default = _DEFAULT_PORTS.get(parts.scheme)
     if default is None or parts.hostname is None:
-        return [url]
+        return (url,)
     host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
     userinfo = parts.netloc.rpartition("@")[0]
     prefix = f"{userinfo}@" if userinfo else ""
     without = urlunsplit(parts._replace(netloc=prefix + host))
     with_port = urlunsplit(parts._replace(netloc=f"{prefix}{host}:{default}"))
     if parts.port is None:
-        return [url, with_port]
+        return (url, with_port)
     if parts.port == default:
-        return [url, without]
-    return [url]
+        return (url, without)
+    return (url,)
