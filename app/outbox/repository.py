@@ -500,12 +500,7 @@ async def release_due(
         .returning(Message.id, Message.category)
         .execution_options(synchronize_session=False)
     )
-    rows = (await session.execute(statement)).all()
-    released = [row[0] for row in rows]
-    if released:
-        await add_events(session, released, Status.QUEUED, source="worker")
-        count_entered(session, Status.QUEUED, [row[1] for row in rows])
-    return released
+    return await _release(session, statement, source="worker")
 
 
 async def release_scheduled(session: AsyncSession, *, now: datetime, limit: int) -> list[uuid.UUID]:
@@ -526,9 +521,14 @@ async def release_scheduled(session: AsyncSession, *, now: datetime, limit: int)
         )
         .returning(Message.id, Message.category)
     )
+    return await _release(session, statement, source="sweeper")
+
+
+async def _release(session: AsyncSession, statement: Any, *, source: str) -> list[uuid.UUID]:
+    """Runs a release (returning id, category) and records what it released."""
     rows = (await session.execute(statement)).all()
     released = [row[0] for row in rows]
     if released:
-        await add_events(session, released, Status.QUEUED, source="sweeper")
+        await add_events(session, released, Status.QUEUED, source=source)
         count_entered(session, Status.QUEUED, [row[1] for row in rows])
     return released
