@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import cast
 
 import httpx
 import jwt
@@ -204,6 +206,40 @@ async def test_without_a_ttl_a_revocation_takes_effect_at_once(
 
     with pytest.raises(InvalidApiKey):
         await keys.authenticate(sessionmaker, created.secret)
+
+
+class CountingSessionmaker:
+    """A sessionmaker that counts the sessions opened: one per key lookup."""
+
+    def __init__(self, inner: async_sessionmaker[AsyncSession]) -> None:
+        self.inner = inner
+        self.opened = 0
+
+    def __call__(self) -> AsyncSession:
+        self.opened += 1
+        return self.inner()
+
+
+async def test_requests_that_find_a_key_expired_share_one_lookup(
+    sessionmaker: async_sessionmaker[AsyncSession], session: AsyncSession
+) -> None:
+    created = await api_keys.create_key(session, "billing", [Scope.SMS_SEND])
+    await session.commit()
+    clock = FakeClock()
+    keys = api_keys.VerifiedKeys(ttl_seconds=5, clock=clock)
+    counting = CountingSessionmaker(sessionmaker)
+    lookups = cast(async_sessionmaker[AsyncSession], counting)
+    await keys.authenticate(lookups, created.secret)
+    clock.now += 5
+
+    principals = await asyncio.gather(
+        *(keys.authenticate(lookups, created.secret) for _ in range(10))
+    )
+
+    assert counting.opened == 2
+    assert {principal.id for principal in principals} == {str(created.key.id)}
+    await keys.authenticate(lookups, created.secret)  # fresh again: no lookup
+    assert counting.opened == 2
 
 
 async def test_a_key_refused_once_is_not_remembered_as_refused(

@@ -256,7 +256,13 @@ async def test_a_number_on_the_suppression_list_is_suppressed(
     assert message["status"] == "suppressed"
     assert message["suppression_reason"] == "opted_out"
     assert message["final_at"] is not None
+    assert [change["status"] for change in message["history"]] == ["suppressed"]
     assert await redis_client.exists(f"arq:job:{message['id']}") == 0
+    # Stored once, suppressed, with the event saying why: nothing queued left behind.
+    stored = (await session.execute(select(Message.id, Message.status))).all()
+    assert [(str(id_), status) for id_, status in stored] == [(message["id"], "suppressed")]
+    events = (await session.execute(select(MessageEvent.status, MessageEvent.detail))).all()
+    assert [tuple(event) for event in events] == [("suppressed", "opted_out")]
 
 
 # --- to a user -------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
@@ -89,17 +90,34 @@ class VerifiedKeys:
         self._clock = clock
         # hash of the key -> (its principal, when the entry stops being trusted)
         self._entries: dict[bytes, tuple[Principal, float]] = {}
+        # hash of the key -> its lookup under way: when an entry expires, the requests that
+        # find it so wait for one lookup instead of each making its own.
+        self._lookups: dict[bytes, asyncio.Future[Principal]] = {}
 
     async def authenticate(
         self, sessionmaker: async_sessionmaker[AsyncSession], secret: str
     ) -> Principal:
         digest = hash_key(secret)
-        now = self._clock()
         entry = self._entries.get(digest)
-        if entry is not None and now < entry[1]:
+        if entry is not None and self._clock() < entry[1]:
             return entry[0]
         self._entries.pop(digest, None)
-        principal = await authenticate(sessionmaker, secret)
-        if self._ttl > 0:
+        if self._ttl <= 0:
+            return await authenticate(sessionmaker, secret)
+        lookup = self._lookups.get(digest)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._look_up(sessionmaker, secret, digest))
+            self._lookups[digest] = lookup
+        # Shielded: a waiter that goes away does not cancel the others' lookup.
+        return await asyncio.shield(lookup)
+
+    async def _look_up(
+        self, sessionmaker: async_sessionmaker[AsyncSession], secret: str, digest: bytes
+    ) -> Principal:
+        try:
+            now = self._clock()
+            principal = await authenticate(sessionmaker, secret)
             self._entries[digest] = (principal, now + self._ttl)
-        return principal
+            return principal
+        finally:
+            del self._lookups[digest]

@@ -33,6 +33,7 @@ from app.messages.metrics import count_entered
 from app.messages.models import Message, MessageEvent
 from app.messages.status import Status
 from app.notifications.models import Notification
+from app.optouts import repository as optouts
 from app.users.models import User
 
 
@@ -58,36 +59,47 @@ async def add_many(
     return list(messages), await _insert_events_returning(session, events)
 
 
-async def add_one(session: AsyncSession, message: Message, event: MessageEvent) -> None:
+async def add_one(
+    session: AsyncSession, message: Message, event: MessageEvent, *, unless_opted_out: bool = False
+) -> bool:
     """Inserts one message and its first event in a single statement, in Core: one round trip
     and no unit of work on the path of every POST /send. What the database sets (times, the
     event's id, the attempt count) is filled in on both objects, which stay out of the
-    session: nothing later in the request changes them."""
+    session: nothing later in the request changes them. With `unless_opted_out`, nothing is
+    inserted (False) if the message's number said STOP: the check costs no round trip."""
     message_values = _set_columns(message, _MESSAGE_COLUMNS)
     event_values = _set_columns(event, _EVENT_COLUMNS)
     event_values.pop("message_id", None)
-    statement = _insert_one_statement(tuple(message_values), tuple(event_values))
+    statement = _insert_one_statement(
+        tuple(message_values), tuple(event_values), unless_opted_out=unless_opted_out
+    )
     parameters = {
         **message_values,
         **{f"event_{key}": value for key, value in event_values.items()},
     }
     connection = await session.connection()
-    row = (await connection.execute(statement, parameters)).one()
+    row = (await connection.execute(statement, parameters)).one_or_none()
+    if row is None:
+        return False
     message.created_at, message.updated_at, message.attempts = row[0], row[1], row[2]
     event.id, event.created_at = row[3], row[4]
+    return True
 
 
 @functools.cache
 def _insert_one_statement(
-    message_columns: tuple[str, ...], event_columns: tuple[str, ...]
+    message_columns: tuple[str, ...], event_columns: tuple[str, ...], *, unless_opted_out: bool
 ) -> Select[datetime, datetime, int, int, datetime]:
     """Built once per set of columns, with a bound parameter for each: building it per call
     (CTE column proxies) cost more CPU than running it."""
+    columns = Message.__table__.c
+    parameters = {key: bindparam(key, type_=columns[key].type) for key in message_columns}
+    values = select(*parameters.values())
+    if unless_opted_out:
+        values = values.where(~optouts.is_suppressed_clause(parameters["to_index"]))
     message_row = (
         insert(Message)
-        .values(
-            {key: bindparam(key, type_=Message.__table__.c[key].type) for key in message_columns}
-        )
+        .from_select(message_columns, values)
         .returning(Message.id, Message.created_at, Message.updated_at, Message.attempts)
         .cte("message_row")
     )

@@ -10,7 +10,7 @@ from app.auth.principal import Principal, Scope
 from app.core.deps import PhoneCipherDep, RedisDep, SessionDep, SettingsDep
 from app.core.errors import problem_responses
 from app.core.types import Moment, UserId
-from app.idempotency.dependencies import IdempotencyDep
+from app.idempotency.dependencies import IdempotentTransactionDep
 from app.messages import service
 from app.messages.categories import Category
 from app.messages.repository import MessageFilter
@@ -47,17 +47,16 @@ Sender = Annotated[Principal, Depends(scope_checker(Scope.SMS_SEND))]
 async def send_message(
     body: SendRequest,
     principal: Sender,
-    idempotency: IdempotencyDep,
-    session: SessionDep,
+    work: IdempotentTransactionDep,
     cipher: PhoneCipherDep,
     settings: SettingsDep,
     redis: RedisDep,
     background: BackgroundTasks,
 ) -> MessageOut | Response:
-    if (replay := await idempotency.begin("send", body)) is not None:
+    if (replay := await work.idempotency.begin("send", body)) is not None:
         return replay
-    message = await service.send(session, cipher, settings, principal, body)
-    await idempotency.complete(session, status.HTTP_202_ACCEPTED, message)
+    message = await service.send(work.session, cipher, settings, principal, body)
+    await work.idempotency.complete(work.session, status.HTTP_202_ACCEPTED, message)
     _after_commit_enqueue(background, redis, message)
     return message
 
@@ -72,8 +71,7 @@ async def send_message(
 )
 async def send_test_message(
     principal: CurrentPrincipal,
-    idempotency: IdempotencyDep,
-    session: SessionDep,
+    work: IdempotentTransactionDep,
     cipher: PhoneCipherDep,
     settings: SettingsDep,
     redis: RedisDep,
@@ -81,10 +79,10 @@ async def send_test_message(
     body: SelfTestRequest | None = None,
 ) -> MessageOut | Response:
     request = body or SelfTestRequest()
-    if (replay := await idempotency.begin("test", request)) is not None:
+    if (replay := await work.idempotency.begin("test", request)) is not None:
         return replay
-    message = await service.send_test(session, cipher, settings, principal, request)
-    await idempotency.complete(session, status.HTTP_202_ACCEPTED, message)
+    message = await service.send_test(work.session, cipher, settings, principal, request)
+    await work.idempotency.complete(work.session, status.HTTP_202_ACCEPTED, message)
     _after_commit_enqueue(background, redis, message)
     return message
 
