@@ -13,6 +13,7 @@ from sqlalchemy import text
 from app.campaigns.chunks import CampaignSender, chunk_timeout_seconds
 from app.campaigns.queue import CHUNK_JOB
 from app.campaigns.tasks import send_campaign_chunk, sweep_campaigns
+from app.core.heap import freeze_startup_heap
 from app.core.logging import configure_logging
 from app.core.metrics import serve_metrics
 from app.core.redis import redis_settings
@@ -52,6 +53,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["campaigns"] = CampaignSender.build(
         settings, state["sessionmaker"], state["redis"], ctx["outbox"]
     )
+    freeze_startup_heap()
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
