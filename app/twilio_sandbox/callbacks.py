@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from urllib.parse import urlencode
 
 import aiohttp
 
@@ -34,6 +35,9 @@ def status_params(message: SandboxMessage, now: datetime) -> dict[str, str]:
     if message.status in (Status.DELIVERED, Status.UNDELIVERED):
         params["RawDlrDoneDate"] = dlr_done_date(now)
     return params
+
+
+_FORM = "application/x-www-form-urlencoded"
 
 
 class CallbackSender:
@@ -71,10 +75,12 @@ class CallbackSender:
 
     async def send(self, url: str, params: dict[str, str]) -> None:
         signature = compute_signature(self._auth_token, url, params)
+        # Encoded here, as aiohttp's FormData would encode it: FormData's own machinery was
+        # ~9% of the sandbox's CPU in a campaign.
+        body = urlencode(params).encode()
+        headers = {"X-Twilio-Signature": signature, "Content-Type": _FORM}
         try:
-            async with self._http().post(
-                url, data=params, headers={"X-Twilio-Signature": signature}
-            ) as response:
+            async with self._http().post(url, data=body, headers=headers) as response:
                 await response.read()
                 status = response.status
         except (aiohttp.ClientError, TimeoutError) as error:
