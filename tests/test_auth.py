@@ -163,6 +163,14 @@ async def test_unknown_and_revoked_keys_are_401(
     assert unknown.json()["code"] == "invalid_api_key"
 
 
+@pytest.fixture
+async def created(session: AsyncSession) -> api_keys.CreatedKey:
+    """A committed key with sms:send."""
+    key = await api_keys.create_key(session, "billing", [Scope.SMS_SEND])
+    await session.commit()
+    return key
+
+
 class FakeClock:
     def __init__(self) -> None:
         self.now = 1000.0
@@ -172,10 +180,10 @@ class FakeClock:
 
 
 async def test_a_revoked_key_is_refused_once_its_verification_is_older_than_the_ttl(
-    sessionmaker: async_sessionmaker[AsyncSession], session: AsyncSession
+    sessionmaker: async_sessionmaker[AsyncSession],
+    session: AsyncSession,
+    created: api_keys.CreatedKey,
 ) -> None:
-    created = await api_keys.create_key(session, "billing", [Scope.SMS_SEND])
-    await session.commit()
     clock = FakeClock()
     keys = api_keys.VerifiedKeys(ttl_seconds=5, clock=clock)
     first = await keys.authenticate(sessionmaker, created.secret)
@@ -194,10 +202,10 @@ async def test_a_revoked_key_is_refused_once_its_verification_is_older_than_the_
 
 
 async def test_without_a_ttl_a_revocation_takes_effect_at_once(
-    sessionmaker: async_sessionmaker[AsyncSession], session: AsyncSession
+    sessionmaker: async_sessionmaker[AsyncSession],
+    session: AsyncSession,
+    created: api_keys.CreatedKey,
 ) -> None:
-    created = await api_keys.create_key(session, "billing", [Scope.SMS_SEND])
-    await session.commit()
     keys = api_keys.VerifiedKeys(ttl_seconds=0)
     await keys.authenticate(sessionmaker, created.secret)
 
@@ -221,10 +229,10 @@ class CountingSessionmaker:
 
 
 async def test_requests_that_find_a_key_expired_share_one_lookup(
-    sessionmaker: async_sessionmaker[AsyncSession], session: AsyncSession
+    sessionmaker: async_sessionmaker[AsyncSession],
+    session: AsyncSession,
+    created: api_keys.CreatedKey,
 ) -> None:
-    created = await api_keys.create_key(session, "billing", [Scope.SMS_SEND])
-    await session.commit()
     clock = FakeClock()
     keys = api_keys.VerifiedKeys(ttl_seconds=5, clock=clock)
     counting = CountingSessionmaker(sessionmaker)
