@@ -1,15 +1,13 @@
-"""The Twilio client's CPU per request, beside two baselines:
+"""The Twilio client's CPU per create, beside two baselines, against the sandbox as a server:
 
-- one httpx pool holding every connection (httpx's usual layout): httpcore checks each of a
-  pool's connections whenever a request starts or ends, so the client spreads its connections
-  over pools of CONNECTIONS_PER_POOL (app/twilio/client.py); this measures what that saves;
-- sniffio missing: with anyio 4.16+ sniffio is no longer installed along, and httpcore then
-  tries (and fails) to import it on every pool lock. The service depends on sniffio explicitly.
+- ours: requests straight to the aiohttp transport (app/twilio/transport.py);
+- httpx's own transport (httpcore) under the same client: what the transport saves;
+- an httpx.AsyncClient with httpx's transport, as the client was built before: what skipping
+  httpx's client (cookies, URL merging, auth flow) and httpcore together saves.
 
-    .venv/bin/python -m bench.twilio_client [--requests 2000] [--concurrency 20]
+    .venv/bin/python -m bench.twilio_client [--requests 3000] [--concurrency 20]
 
-It starts the Twilio sandbox as its own server and sends real HTTP requests to it. CPU is the
-client process's own (user + system), so the sandbox's work does not count.
+CPU is the client process's own (user + system), so the sandbox's work does not count.
 """
 
 from __future__ import annotations
@@ -25,33 +23,45 @@ from tests.stack import free_port, wait_until
 
 PROJECT = Path(__file__).resolve().parents[1]
 
-# Runs in a child process, so that hiding sniffio affects nothing else.
+# Runs in a child process, so that each variant starts alike.
 _CLIENT = """
 import asyncio, json, sys, time
 from dataclasses import replace
-if sys.argv[1] == "without-sniffio":
-    # As if sniffio were not installed: each `import sniffio` searches sys.path, then fails.
-    import importlib.machinery
-
-    class NotInstalled:
-        @staticmethod
-        def find_spec(name, path=None, target=None):
-            if name == "sniffio":
-                importlib.machinery.PathFinder.find_spec("sniffio_is_not_installed", path)
-                raise ModuleNotFoundError("No module named 'sniffio'", name=name)
-            return None
-
-    sys.meta_path.insert(0, NotInstalled)
-import app.twilio.client
+import httpx
 from app.core.settings import Settings
-from app.twilio.client import TwilioClient
-if sys.argv[1] == "one-pool":
-    app.twilio.client.CONNECTIONS_PER_POOL = 1_000_000
-from app.twilio.schemas import NewMessage
+from app.twilio.client import API_VERSION, TwilioClient
+from app.twilio.schemas import NewMessage, TwilioMessage
 
-async def main(base_url, count, concurrency):
+class HttpxClient:
+    \"\"\"An httpx.AsyncClient per 5 connections, as TwilioClient was built before.\"\"\"
+    def __init__(self, account, concurrency):
+        self.pools = [
+            httpx.AsyncClient(
+                base_url=f"{account.base_url}/{API_VERSION}/Accounts/{account.account_sid}",
+                auth=httpx.BasicAuth(account.username, account.password),
+                limits=httpx.Limits(max_connections=5, max_keepalive_connections=5),
+            )
+            for _ in range(-(-concurrency // 5))
+        ]
+        self.turn = 0
+    async def create_message(self, message):
+        self.turn += 1
+        pool = self.pools[self.turn % len(self.pools)]
+        response = await pool.post("/Messages.json", data=message.form())
+        return TwilioMessage.model_validate_json(response.content)
+    async def aclose(self):
+        for pool in self.pools:
+            await pool.aclose()
+
+async def main(variant, base_url, count, concurrency):
     account = replace(Settings(_env_file=None).twilio, base_url=base_url)
-    client = TwilioClient(account, max_connections=concurrency)
+    if variant == "ours":
+        client = TwilioClient(account, max_connections=concurrency)
+    elif variant == "httpx-transport":
+        limits = httpx.Limits(max_connections=concurrency)
+        client = TwilioClient(account, transport=httpx.AsyncHTTPTransport(limits=limits))
+    else:
+        client = HttpxClient(account, concurrency)
     gate = asyncio.Semaphore(concurrency)
     async def one(n):
         async with gate:
@@ -64,8 +74,14 @@ async def main(base_url, count, concurrency):
     await client.aclose()
     print(json.dumps({"cpu_us_per_request": cpu / count * 1e6, "requests_per_s": count / wall}))
 
-asyncio.run(main(sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
 """
+
+VARIANTS = {
+    "ours": "aiohttp transport",
+    "httpx-transport": "httpx's own transport",
+    "httpx-client": "httpx.AsyncClient",
+}
 
 
 def run_client(variant: str, base_url: str, count: int, concurrency: int) -> dict[str, float]:
@@ -82,7 +98,7 @@ def run_client(variant: str, base_url: str, count: int, concurrency: int) -> dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=20)
     args = parser.parse_args()
     port = free_port()
@@ -105,21 +121,18 @@ def main() -> None:
         base_url = f"http://127.0.0.1:{port}"
         results = {
             variant: run_client(variant, base_url, args.requests, args.concurrency)
-            for variant in ("ours", "one-pool", "without-sniffio")
+            for variant in VARIANTS
         }
     finally:
         sandbox.terminate()
         sandbox.wait(10)
-    print(f"{args.concurrency} requests at once")
-    print(f"{'client':<18}{'CPU us/request':>16}{'requests/s':>12}")
-    for variant, figures in results.items():
-        print(
-            f"{variant:<18}{figures['cpu_us_per_request']:>16.0f}{figures['requests_per_s']:>12.0f}"
-        )
+    print(f"{args.concurrency} creates at once")
+    print(f"{'client':<24}{'CPU us/create':>15}{'creates/s':>11}{'CPU vs ours':>13}")
     ours = results["ours"]["cpu_us_per_request"]
-    for variant, what in (("one-pool", "in one pool"), ("without-sniffio", "without sniffio")):
-        ratio = results[variant]["cpu_us_per_request"] / ours
-        print(f"{what} the client spends {ratio:.2f}x the CPU per request")
+    for variant, label in VARIANTS.items():
+        figures = results[variant]
+        cpu = figures["cpu_us_per_request"]
+        print(f"{label:<24}{cpu:>15.0f}{figures['requests_per_s']:>11.0f}{cpu / ours:>12.2f}x")
     print(json.dumps(results))
 
 

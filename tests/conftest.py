@@ -248,8 +248,9 @@ def make_api_key(
 
 @pytest.fixture
 async def twilio(settings: Settings) -> AsyncIterator[TwilioClient]:
-    """The real Twilio client, on the settings' account: respx stands in for Twilio."""
-    client = TwilioClient(settings.twilio, timeout_seconds=2)
+    """The real Twilio client, on the settings' account, over httpx's own transport: respx
+    stands in for Twilio. (The aiohttp transport has tests of its own, against real servers.)"""
+    client = TwilioClient(settings.twilio, timeout_seconds=2, transport=httpx.AsyncHTTPTransport())
     yield client
     await client.aclose()
 

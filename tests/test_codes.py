@@ -525,7 +525,7 @@ async def test_the_raw_tables_the_logs_and_the_answers_hold_no_code(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    caplog.set_level(logging.DEBUG, logger="httpx")
+    caplog.set_level(logging.DEBUG, logger="app.twilio.client")
     await put_user(client, manager, "olga")
 
     requested = await client.post(

@@ -367,7 +367,7 @@ async def test_a_message_queued_before_the_stop_is_suppressed_at_send_time(
     message_id = uuid.UUID(queued.json()["id"])
     await post_inbound(client, settings, inbound("Stop"))
     await make_due(sessionmaker, message_id)
-    twilio = TwilioClient(settings.twilio, timeout_seconds=2)
+    twilio = TwilioClient(settings.twilio, timeout_seconds=2, transport=httpx.AsyncHTTPTransport())
     try:
         outbox = Outbox(settings, sessionmaker, cipher, twilio, random.Random(3))
         attempt = await outbox.send(message_id)

@@ -50,7 +50,7 @@ def resource(**changes: Any) -> dict[str, Any]:
 
 @pytest.fixture
 async def client() -> AsyncIterator[TwilioClient]:
-    twilio = TwilioClient(ACCOUNT, timeout_seconds=2)
+    twilio = TwilioClient(ACCOUNT, timeout_seconds=2, transport=httpx.AsyncHTTPTransport())
     yield twilio
     await twilio.aclose()
 
