@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 
 from app.twilio_sandbox.errors import TwilioErrorBody, bad_request, unauthenticated
 from app.twilio_sandbox.schemas import MessageList, MessageResource
-from app.twilio_sandbox.state import SandboxDep
+from app.twilio_sandbox.state import SandboxDep, sandbox_of
 
 AccountSid = Annotated[str, Path(alias="AccountSid")]
 MessageSid = Annotated[str, Path(alias="Sid")]
@@ -65,13 +65,19 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 router = APIRouter(
     prefix="/2010-04-01/Accounts/{AccountSid}",
     tags=["Twilio Messages API"],
-    dependencies=[Depends(simulate_latency), Depends(authenticate)],
     responses=_ERRORS,
 )
+# Every route but create, which runs the same two checks itself.
+_CHECKS = [Depends(simulate_latency), Depends(authenticate)]
 
 
 @router.post("/Messages.json", status_code=201, response_model=MessageResource)
-async def create_message(request: Request, sandbox: SandboxDep) -> MessageResource:
+async def create_message(request: Request, account_sid: AccountSid) -> Response:
+    """A campaign's every message comes here: no dependencies to solve and no response model
+    to validate per request, which were a third of the sandbox's CPU per create (py-spy)."""
+    sandbox = sandbox_of(request)
+    await simulate_latency(sandbox)
+    await authenticate(request, sandbox, account_sid)
     refusal = sandbox.dice.before_accept()
     if refusal is not None:
         raise refusal
@@ -81,26 +87,29 @@ async def create_message(request: Request, sandbox: SandboxDep) -> MessageResour
         raise failure
     if sandbox.dice.hangs():
         await asyncio.sleep(sandbox.config.hang_seconds)
-    return MessageResource.of(message)
+    resource = MessageResource.of(message).model_dump_json(by_alias=True)
+    return Response(resource, status_code=201, media_type="application/json")
 
 
-@router.get("/Messages.json", response_model=MessageList)
+@router.get("/Messages.json", response_model=MessageList, dependencies=_CHECKS)
 async def list_messages(request: Request, sandbox: SandboxDep) -> MessageList:
     # Raw pairs: the filters are named "DateSent>" and "DateSent<".
     return MessageList.of(sandbox.messages.list(request.query_params.multi_items()))
 
 
-@router.get("/Messages/{Sid}.json", response_model=MessageResource)
+@router.get("/Messages/{Sid}.json", response_model=MessageResource, dependencies=_CHECKS)
 async def fetch_message(sid: MessageSid, sandbox: SandboxDep) -> MessageResource:
     return MessageResource.of(sandbox.messages.fetch(sid))
 
 
-@router.post("/Messages/{Sid}.json", response_model=MessageResource)
+@router.post("/Messages/{Sid}.json", response_model=MessageResource, dependencies=_CHECKS)
 async def update_message(sid: MessageSid, request: Request, sandbox: SandboxDep) -> MessageResource:
     return MessageResource.of(sandbox.messages.update(sid, await read_form(request)))
 
 
-@router.delete("/Messages/{Sid}.json", status_code=204, response_class=Response)
+@router.delete(
+    "/Messages/{Sid}.json", status_code=204, response_class=Response, dependencies=_CHECKS
+)
 async def delete_message(sid: MessageSid, sandbox: SandboxDep) -> Response:
     sandbox.messages.delete(sid)
     return Response(status_code=204)

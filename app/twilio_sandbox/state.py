@@ -38,9 +38,13 @@ class Sandbox:
         await self.callbacks.aclose()
 
 
-async def get_sandbox(request: Request) -> Sandbox:
+def sandbox_of(request: Request) -> Sandbox:
     # On app.state, not lifespan state: mounted inside another app the lifespan never runs.
     return cast(Sandbox, request.app.state.sandbox)
+
+
+async def get_sandbox(request: Request) -> Sandbox:
+    return sandbox_of(request)
 
 
 SandboxDep = Annotated[Sandbox, Depends(get_sandbox)]
