@@ -45,6 +45,12 @@ CHUNKS_AT_ONCE = 2
 BUSY_RETRY_SECONDS = 0.5
 
 
+# A chunk's batches under way at once: while one sends, the next is claimed and the last one's
+# SIDs are recorded. One at a time, the worker's creates waited on those transactions: the
+# creates in flight averaged well under the gate's CAMPAIGN_CONCURRENCY (bench.bulk).
+BATCHES_AT_ONCE = 3
+
+
 def chunk_timeout_seconds(settings: Settings) -> float:
     """The budget, plus the longest attempt started just before it ran out."""
     return CHUNK_BUDGET_SECONDS + attempt_timeout_seconds(settings) + 30
@@ -161,22 +167,28 @@ class CampaignSender:
                 return False
             return True
 
-        for start in range(0, len(ids), BATCH_SIZE):
-            if not await proceed():
-                break
-            batch = ids[start : start + BATCH_SIZE]
-            try:
-                result = await send_batch(self.outbox, batch, gate=self.gate, proceed=proceed)
-            except Exception:  # the batch's claim rolled back: its messages wait, untouched
-                logger.exception("campaign %s: sending a batch of chunk %s", campaign_id, chunk)
-                outcomes["error"] += len(batch)
-                continue
+        under_way = asyncio.Semaphore(BATCHES_AT_ONCE)
+
+        async def send(batch: list[uuid.UUID]) -> None:
+            async with under_way:
+                if not await proceed():
+                    return
+                try:
+                    result = await send_batch(self.outbox, batch, gate=self.gate, proceed=proceed)
+                except Exception:  # the batch's claim rolled back: its messages wait, untouched
+                    logger.exception("campaign %s: sending a batch of chunk %s", campaign_id, chunk)
+                    outcomes["error"] += len(batch)
+                    return
             if result.errors:
                 outcomes["error"] += result.errors
             for message_id, attempt in result.attempts.items():
                 outcomes[attempt.outcome.value] += 1
                 if attempt.outcome is Outcome.RETRY and attempt.retry_at is not None:
                     retries.append((message_id, attempt.retry_at))
+
+        await asyncio.gather(
+            *(send(ids[start : start + BATCH_SIZE]) for start in range(0, len(ids), BATCH_SIZE))
+        )
         # A retry is a single message's job again, deferred to its time (the outbox's sweep
         # is the backstop), as send_message does it.
         await enqueue_pending(self.redis, retries)
