@@ -55,6 +55,8 @@ class TwilioClient:
         httpx's own, which respx intercepts."""
         self.account = account
         self._base_url = f"{account.base_url}/{API_VERSION}/Accounts/{account.account_sid}"
+        # Parsed once: httpx parses a URL given as text on every request.
+        self._messages_url = httpx.URL(self._base_url + "/Messages.json")
         self._transport = transport or AiohttpTransport(max_connections=max_connections)
         credentials = f"{account.username}:{account.password}".encode()
         self._headers = {
@@ -137,9 +139,13 @@ class TwilioClient:
     ) -> httpx.Response:
         """`operation`: the label of the request's latency (create, fetch, list, cancel)."""
         started = time.perf_counter()
+        if path == "/Messages.json":
+            url: httpx.URL | str = self._messages_url
+        else:
+            url = self._base_url + path if path.startswith("/") else path
         request = httpx.Request(
             method,
-            self._base_url + path if path.startswith("/") else path,
+            url,
             params=params,
             data=data,
             headers=self._headers,

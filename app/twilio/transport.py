@@ -14,6 +14,7 @@ ConnectError/ConnectTimeout; everything else is a read error or timeout (maybe s
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import aiohttp
@@ -27,6 +28,12 @@ _NEVER_SENT = aiohttp.ClientConnectorError
 # Below uvicorn's and most servers' keep-alive timeout (5 s): a connection the server is
 # about to close is not reused, where a POST would meet a disconnect and count as maybe sent.
 KEEPALIVE_SECONDS = 4.0
+
+
+@lru_cache(maxsize=1024)
+def _yarl_url(url: str) -> URL:
+    """aiohttp's form of the URL httpx encoded already; a worker sends to a handful of URLs."""
+    return URL(url, encoded=True)
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
@@ -73,7 +80,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         try:
             async with session.request(
                 request.method,
-                URL(str(request.url), encoded=True),  # httpx encoded it already
+                _yarl_url(str(request.url)),
                 headers=request.headers.multi_items(),
                 data=body or None,
                 timeout=self._timeout(request),
