@@ -23,6 +23,7 @@ import httpx
 import pytest
 import redis.asyncio
 import respx
+from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.codes.models import Verification
@@ -148,15 +149,8 @@ def make_limit(redis_db: redis.asyncio.Redis, prefix: str, vt: VirtualTime) -> M
     """A limiter (a "worker") on the test's keys and virtual time; several share the schedule."""
 
     def make(rate: float, **options: Any) -> CountingLimit:
-        limit = CountingLimit(
-            redis_db,
-            rate,
-            prefix=prefix,
-            clock=vt.clock,
-            sleep=vt.sleep,
-            redis_clock=vt.redis_clock,
-            **options,
-        )
+        timing = {"clock": vt.clock, "sleep": vt.sleep, "redis_clock": vt.redis_clock}
+        limit = CountingLimit(redis_db, rate, prefix=prefix, **{**timing, **options})
         limit.vt = vt
         return limit
 
@@ -272,6 +266,40 @@ async def test_two_busy_workers_never_exceed_r_in_any_second_and_get_95_percent_
     assert 0.95 <= achieved <= 1
     # Fair: each worker got about half.
     assert abs(len(granted[0]) - len(granted[1])) <= 0.1 * len(every)
+
+
+async def test_sends_woken_late_by_a_busy_event_loop_give_up_their_slots(
+    make_limit: MakeLimit, vt: VirtualTime
+) -> None:
+    """Both workers' loops busy for 200 ms: every sleep due meanwhile ends with it. Sent then,
+    those sends would go together with the slots after them, ~20 segments over R in the
+    second that follows; they reserve again instead."""
+    rate, seconds = 100, 3
+    busy_from, busy_until = EPOCH + 1.0, EPOCH + 1.2
+
+    async def busy_loop_sleep(duration: float) -> None:
+        if busy_from <= vt.now + duration < busy_until:
+            duration = busy_until - vt.now
+        await vt.sleep(duration)
+
+    workers = [make_limit(rate, sleep=busy_loop_sleep) for _ in range(2)]
+    end = EPOCH + seconds
+    went: list[int] = []  # when each send went, on the virtual clock
+
+    async def sends(worker: SenderLimit) -> None:
+        while vt.now < end:
+            await worker.acquire(SENDER, 1)
+            if vt.now < end:
+                went.append(vt.redis_clock())
+
+    missed = REGISTRY.get_sample_value("sms_sender_limit_late_total", {"outcome": "missed"})
+    await asyncio.gather(*(sends(worker) for worker in workers for _ in range(20)))
+
+    assert busiest_window(went) <= rate
+    # Only the slots of the busy 200 ms are lost: 95% of R the rest of the time.
+    assert len(went) >= 0.95 * rate * (seconds - 0.2)
+    missed_now = REGISTRY.get_sample_value("sms_sender_limit_late_total", {"outcome": "missed"})
+    assert (missed_now or 0) - (missed or 0) >= 10
 
 
 async def test_a_thousand_sends_at_1000_per_second_cost_a_few_redis_calls(

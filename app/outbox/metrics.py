@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
 
 from app.core.metrics import SampledGauge
 
@@ -32,6 +32,12 @@ SEND_LATENESS = Histogram(
     "From when a message was due (created, or its send_at) to a worker's first claim of it",
     ["category"],
     buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+)
+SENDER_LIMIT_LATE = Counter(
+    "sms_sender_limit_late_total",
+    "Sends woken too late for their sender's slot (a busy event loop): missed (the slot was "
+    "given up and another reserved) or went (late anyway, after the last attempt)",
+    ["outcome"],
 )
 SENDER_LIMIT_WAIT = Histogram(
     "sms_sender_limit_wait_seconds",
