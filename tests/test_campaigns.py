@@ -25,8 +25,8 @@ from sqlalchemy import delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.auth.principal import Principal, Scope
+from app.campaigns import chunks, service
 from app.campaigns import repository as campaigns_repository
-from app.campaigns import service
 from app.campaigns.chunks import BUSY_RETRY_SECONDS, CHUNKS_AT_ONCE, CampaignSender
 from app.campaigns.models import Campaign
 from app.campaigns.schemas import BulkSendRequest
@@ -570,6 +570,64 @@ async def test_a_chunk_job_sends_at_most_campaign_concurrency_messages_at_once(
         assert [report.outcomes for report in reports] == [{"accepted": 10}, {"accepted": 10}]
         assert most == 3
         assert sorted(sent_to(create)) == numbers(20, start=300)
+    finally:
+        async with live() as cleanup:
+            await cleanup.execute(delete(Message).where(Message.campaign_id == campaign_id))
+            await cleanup.execute(delete(Campaign).where(Campaign.id == campaign_id))
+            await cleanup.commit()
+
+
+async def test_a_chunk_claims_its_next_batches_while_the_first_ones_creates_are_at_twilio(
+    settings: Settings,
+    engine: AsyncEngine,
+    cipher: PhoneCipher,
+    twilio: TwilioClient,
+    queue: ArqRedis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On real connections: with Twilio holding every answer, the chunk's three batches are all
+    claimed, not just the first; its creates never wait on the next batch's claim."""
+    monkeypatch.setattr(chunks, "BATCH_SIZE", 5)
+    live = create_sessionmaker(engine)
+    limited = settings.model_copy(update={"campaign_concurrency": 3, "campaign_chunk_size": 15})
+    principal = Principal("api_key", "pipeline-test", "t", frozenset({Scope.SMS_BULK}))
+    request = BulkSendRequest.model_validate(
+        {"body": OFFER, "recipients": {"numbers": numbers(15, start=400)}}
+    )
+    async with transaction(live) as session:
+        launch = await service.create(session, cipher, limited, principal, request)
+    campaign_id = launch.campaign.id
+    assert campaign_id is not None
+    answer = asyncio.Event()
+
+    async def claimed() -> int:
+        async with live() as session:
+            statement = select(func.count()).where(
+                Message.campaign_id == campaign_id, Message.status == "sending"
+            )
+            return int((await session.execute(statement)).scalar_one())
+
+    async def held_twilio(request: httpx.Request) -> httpx.Response:
+        await answer.wait()
+        return created(new_sid())
+
+    try:
+        with respx.mock(base_url=twilio_base(settings)) as twilio_api:
+            create = twilio_api.post("/Messages.json").mock(side_effect=held_twilio)
+            outbox = Outbox(limited, live, cipher, twilio)
+            sender = CampaignSender.build(limited, live, queue, outbox)
+            chunk = asyncio.create_task(sender.send_chunk(campaign_id, 0))
+            for _ in range(500):  # up to 5 s
+                if await claimed() == 15:
+                    break
+                await asyncio.sleep(0.01)
+            all_claimed = await claimed()
+            answer.set()
+            report = await chunk
+
+        assert all_claimed == 15  # one batch at a time, it stayed at 5
+        assert report.outcomes == {"accepted": 15}
+        assert sorted(sent_to(create)) == numbers(15, start=400)
     finally:
         async with live() as cleanup:
             await cleanup.execute(delete(Message).where(Message.campaign_id == campaign_id))

@@ -233,7 +233,7 @@ class Callback:
 
 
 class Receiver:
-    """Records every POST; paths containing `/fail/` answer 500."""
+    """Records every POST; paths containing `/fail/` answer 500, `/slow/` after 0.2 s."""
 
     def __init__(self) -> None:
         self.received: list[Callback] = []
@@ -244,6 +244,8 @@ class Receiver:
         params = parse_qsl((await request.body()).decode(), keep_blank_values=True)
         signature = request.headers.get("X-Twilio-Signature", "")
         self.received.append(Callback(str(request.url), params, signature))
+        if "/slow/" in request.url.path:
+            await asyncio.sleep(0.2)
         return Response(status_code=500 if "/fail/" in request.url.path else 204)
 
     def new_url(self, query: str = "?via=sandbox&n=1") -> str:
@@ -742,6 +744,26 @@ async def test_a_scheduled_message_goes_out_at_its_send_time(receiver: Receiver)
     assert message.date_sent >= send_at
     assert [callback.status for callback in receiver.at(url)] == ["sent", "delivered"]
     assert message.price == "-0.00790"
+
+
+async def test_callbacks_queued_behind_busy_connections_are_not_timed_out(
+    receiver: Receiver,
+) -> None:
+    """Twilio queues its callbacks: the timeout counts from the connection on. One connection,
+    each answer taking 0.2 s, a 0.3 s timeout: the third waits 0.4 s for the connection and
+    still goes."""
+    sender = CallbackSender(TOKEN, timeout_seconds=0.3, max_in_flight=1)
+    url = f"{receiver.base_url}/slow/{uuid4().hex}"
+    try:
+        await asyncio.gather(
+            *(sender.send(url, {"MessageSid": f"SM{n}", "MessageStatus": "sent"}) for n in range(3))
+        )
+    finally:
+        await sender.aclose()
+
+    assert sorted(callback.params for callback in receiver.at(url)) == [
+        [("MessageSid", f"SM{n}"), ("MessageStatus", "sent")] for n in range(3)
+    ]
 
 
 async def test_only_scheduled_messages_can_be_canceled(twilio: TwilioApi) -> None:
