@@ -148,9 +148,11 @@ MakeOutbox = Callable[[float], tuple[Outbox, "RecordingLimit"]]
 def make_limit(redis_db: redis.asyncio.Redis, prefix: str, vt: VirtualTime) -> MakeLimit:
     """A limiter (a "worker") on the test's keys and virtual time; several share the schedule."""
 
-    def make(rate: float, **options: Any) -> CountingLimit:
+    def make(
+        rate: float, kind: type[CountingLimit] = CountingLimit, **options: Any
+    ) -> CountingLimit:
         timing = {"clock": vt.clock, "sleep": vt.sleep, "redis_clock": vt.redis_clock}
-        limit = CountingLimit(redis_db, rate, prefix=prefix, **{**timing, **options})
+        limit = kind(redis_db, rate, prefix=prefix, **{**timing, **options})
         limit.vt = vt
         return limit
 
@@ -300,6 +302,45 @@ async def test_sends_woken_late_by_a_busy_event_loop_give_up_their_slots(
     assert len(went) >= 0.95 * rate * (seconds - 0.2)
     missed_now = REGISTRY.get_sample_value("sms_sender_limit_late_total", {"outcome": "missed"})
     assert (missed_now or 0) - (missed or 0) >= 10
+
+
+class SlowAnswerLimit(CountingLimit):
+    """Redis answers 35 ms after the script ran (more than the 30 ms guard)."""
+
+    async def reserve(self, sender: str, count: int, *, horizon_us: int) -> Reservation:
+        reservation = await super().reserve(sender, count, horizon_us=horizon_us)
+        assert self.vt is not None
+        await self.vt.sleep(0.035)
+        return reservation
+
+
+async def test_slow_answers_from_redis_make_sends_late_alike_and_miss_nothing(
+    make_limit: MakeLimit, vt: VirtualTime
+) -> None:
+    """Every slot of a slow answer is late by the same 35 ms: nothing crowds, so nothing is
+    given up (reserving again could only be as slow)."""
+    rate, seconds = 100, 3
+    workers = [make_limit(rate, kind=SlowAnswerLimit) for _ in range(2)]
+    end = EPOCH + seconds
+    went: list[int] = []
+
+    async def sends(worker: SenderLimit) -> None:
+        while vt.now < end:
+            await worker.acquire(SENDER, 1)
+            if vt.now < end:
+                went.append(vt.redis_clock())
+
+    late = {
+        outcome: REGISTRY.get_sample_value("sms_sender_limit_late_total", {"outcome": outcome})
+        for outcome in ("missed", "went")
+    }
+    await asyncio.gather(*(sends(worker) for worker in workers for _ in range(20)))
+
+    assert busiest_window(went) <= rate
+    assert len(went) >= 0.95 * rate * (seconds - 0.1)
+    for outcome, before in late.items():
+        after = REGISTRY.get_sample_value("sms_sender_limit_late_total", {"outcome": outcome})
+        assert (after or 0) == (before or 0), outcome
 
 
 async def test_a_thousand_sends_at_1000_per_second_cost_a_few_redis_calls(

@@ -13,12 +13,13 @@ take a slot another already holds, and each reservation joins the end of the one
   R + 1 consecutive slots then span 1 + guard seconds, so a slot released up to `guard` late
   (an event loop busy for a moment, a slow Redis answer) still cannot put R + 1 segments in one
   second. With the default 30 ms guard the sender runs at 97% of R.
-- Later than that, a slot is given up: a send that wakes more than `guard` after its slot (as
-  far as this process can tell: the script ran somewhere between the call and its answer)
+- Later than that, a slot is given up. A send never goes before its slot, timed from the
+  script's answer (a slow answer makes every slot of the batch a little late alike, never
+  early); one that wakes more than `guard` after that time, its event loop busy meanwhile,
   reserves again instead of going, since going would crowd the slots after it. An event loop
   busy for 100 ms had put 108 segments in one second at R = 100 (bench.bulk). After
-  MAX_ATTEMPTS such misses in a row the send goes anyway, counted: a process that cannot keep
-  time at all must still send.
+  MAX_ATTEMPTS such misses in a row, or once it has waited `max_wait_seconds`, the send goes
+  anyway, counted: a process that cannot keep time at all must still send.
 - Batches: a worker reserves for up to ~`lead_seconds` of the rate in one call (at least the
   segments of the message at the head of its queue) and hands those slots out, in order, to its
   own waiting sends; each waits until its own slot. Only as many slots as the process has sends
@@ -144,11 +145,10 @@ class Grant:
 
 @dataclass(frozen=True, slots=True)
 class _Slot:
-    """A reserved slot: `at_us` on Redis' clock, and on this process' clock somewhere between
-    `earliest` and `latest` (the script ran between the call and its answer)."""
+    """A reserved slot: `at_us` on Redis' clock; `go_at` on this process' clock, counted from
+    the script's answer (it ran before that: never early)."""
 
-    earliest: float
-    latest: float
+    go_at: float
     at_us: int
 
 
@@ -193,6 +193,7 @@ class SenderLimit:
         self.lead_us = round(lead_seconds * _MICROS)
         # Slots reserved at most in one call: ~`lead_seconds` of the rate.
         self.batch_max = max(1, round(self.lead_us / self.interval_us))
+        self.max_wait_seconds = max_wait_seconds
         self.max_wait_us = round(max_wait_seconds * _MICROS)
         self._backoff_args = [
             round(backoff_base_seconds * _MICROS),
@@ -227,12 +228,15 @@ class SenderLimit:
             except (RedisError, OSError) as error:
                 logger.warning("sender limit unavailable (the message is retried): %r", error)
                 raise SenderBusy(_UNAVAILABLE_RETRY_SECONDS) from error
-            delay = slot.latest - self._clock()  # never before the slot
+            delay = slot.go_at - self._clock()
             if delay > 0:
                 await self._sleep(delay)
-            if self._clock() - slot.earliest <= self.guard_seconds:
+            if self._clock() - slot.go_at <= self.guard_seconds:
                 break
-            SENDER_LIMIT_LATE.labels("went" if attempt == MAX_ATTEMPTS else "missed").inc()
+            if attempt == MAX_ATTEMPTS or self._clock() - started >= self.max_wait_seconds:
+                SENDER_LIMIT_LATE.labels("went").inc()
+                break
+            SENDER_LIMIT_LATE.labels("missed").inc()
         waited = self._clock() - started
         SENDER_LIMIT_WAIT.labels("priority" if priority else "normal").observe(waited)
         return Grant(slot.at_us / _MICROS, waited)
@@ -265,13 +269,12 @@ class SenderLimit:
         return int(result[0]), int(result[1]), int(result[2])
 
     async def _reserve_now(self, sender: str, segments: int) -> _Slot:
-        before = self._clock()
         reservation = await self.reserve(sender, segments, horizon_us=self.max_wait_us)
-        after = self._clock()
+        answered = self._clock()
         if not reservation.granted:
             raise SenderBusy((reservation.at_us - reservation.now_us) / _MICROS)
         ahead = (reservation.at_us - reservation.now_us) / _MICROS
-        return _Slot(before + ahead, after + ahead, reservation.at_us)
+        return _Slot(answered + ahead, reservation.at_us)
 
     async def _queue(self, sender: str, segments: int) -> _Slot:
         lane = self._lanes.setdefault(sender, _Lane())
@@ -298,13 +301,12 @@ class SenderLimit:
             while lane.waiters:
                 batch = self._head(lane)
                 count = sum(waiter.segments for waiter in batch)
-                before = self._clock()
                 try:
                     reservation = await self.reserve(sender, count, horizon_us=self.max_wait_us)
                 except (RedisError, OSError) as error:
                     self._fail_all(lane, error)
                     return
-                after = self._clock()
+                answered = self._clock()
                 now_us = reservation.now_us
                 if not reservation.granted:  # a long backoff: ask when it nears its end
                     await self._sleep((reservation.at_us - now_us) / _MICROS)
@@ -314,7 +316,7 @@ class SenderLimit:
                     if waiter in lane.waiters:  # else it gave up meanwhile: its slots are lost
                         lane.waiters.remove(waiter)
                         ahead = (slot_us - now_us) / _MICROS
-                        waiter.slot.set_result(_Slot(before + ahead, after + ahead, slot_us))
+                        waiter.slot.set_result(_Slot(answered + ahead, slot_us))
                     slot_us += waiter.segments * self.interval_us
                 # One batch ahead at a time: the next is asked for when this one nears its end,
                 # so that the workers' requests, and so their batches, take turns.
