@@ -635,6 +635,59 @@ async def test_a_chunk_claims_its_next_batches_while_the_first_ones_creates_are_
             await cleanup.commit()
 
 
+async def test_a_batch_that_fails_its_state_check_leaves_the_chunk_to_finish_the_others(
+    settings: Settings,
+    engine: AsyncEngine,
+    cipher: PhoneCipher,
+    twilio: TwilioClient,
+    queue: ArqRedis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On real connections: the first batch's check of the campaign's state fails; the job
+    neither fails while its other batches go on sending, nor sends anything after it ends."""
+    monkeypatch.setattr(chunks, "BATCH_SIZE", 5)
+    live = create_sessionmaker(engine)
+    limited = settings.model_copy(update={"campaign_concurrency": 3, "campaign_chunk_size": 15})
+    principal = Principal("api_key", "check-test", "t", frozenset({Scope.SMS_BULK}))
+    request = BulkSendRequest.model_validate(
+        {"body": OFFER, "recipients": {"numbers": numbers(15, start=500)}}
+    )
+    async with transaction(live) as session:
+        launch = await service.create(session, cipher, limited, principal, request)
+    campaign_id = launch.campaign.id
+    assert campaign_id is not None
+    try:
+        with respx.mock(base_url=twilio_base(settings)) as twilio_api:
+            create = twilio_api.post("/Messages.json").mock(
+                side_effect=lambda _: created(new_sid())
+            )
+            outbox = Outbox(limited, live, cipher, twilio)
+            sender = CampaignSender.build(limited, live, queue, outbox)
+            sender.states.ttl = 0
+            checks = 0
+            read_state = sender.states.state
+
+            async def flaky_state(campaign: uuid.UUID) -> str | None:
+                nonlocal checks
+                checks += 1
+                if checks == 2:  # the first batch's, after the chunk's own
+                    raise ConnectionError("the database went away")
+                return await read_state(campaign)
+
+            monkeypatch.setattr(sender.states, "state", flaky_state)
+            report = await sender.send_chunk(campaign_id, 0)
+            sent_by_then = len(create.calls)
+            await asyncio.sleep(0.2)
+
+        assert report.outcomes == {"error": 5, "accepted": 10}
+        assert len(create.calls) == sent_by_then == 10
+    finally:
+        async with live() as cleanup:
+            await cleanup.execute(delete(Message).where(Message.campaign_id == campaign_id))
+            await cleanup.execute(delete(Campaign).where(Campaign.id == campaign_id))
+            await cleanup.commit()
+
+
 async def test_a_later_send_at_schedules_the_campaign_and_its_chunks_release_it_then(
     client: httpx.AsyncClient,
     session: AsyncSession,

@@ -171,11 +171,13 @@ class CampaignSender:
 
         async def send(batch: list[uuid.UUID]) -> None:
             async with under_way:
-                if not await proceed():
-                    return
+                # Nothing may escape: the gather below would return at the first error while
+                # the other batches went on sending.
                 try:
+                    if not await proceed():
+                        return
                     result = await send_batch(self.outbox, batch, gate=self.gate, proceed=proceed)
-                except Exception:  # the batch's claim rolled back: its messages wait, untouched
+                except Exception:  # claims not handed over run out, as a dead worker's would
                     logger.exception("campaign %s: sending a batch of chunk %s", campaign_id, chunk)
                     outcomes["error"] += len(batch)
                     return
