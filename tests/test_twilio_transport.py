@@ -211,3 +211,29 @@ async def test_waiting_too_long_for_a_free_connection_is_never_sent() -> None:
             holding.cancel()
         finally:
             await transport.aclose()
+
+
+async def test_a_proxy_named_in_the_environment_is_used_as_httpx_used_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    created = json.dumps(resource(status="queued")).encode()
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        server.requests.append(await read_request(reader))
+        writer.write(answer(201, created, headers={"Content-Type": "application/json"}))
+        await writer.drain()
+
+    async with serving(proxy) as server:
+        monkeypatch.setenv("HTTP_PROXY", server.account_url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        client = client_for("http://api.twilio.invalid")  # resolvable only by the proxy
+        try:
+            message = await client.create_message(MESSAGE)
+        finally:
+            await client.aclose()
+
+    assert message.sid == SID
+    request_line = server.requests[0][0].split(b"\r\n")[0].decode()
+    path = f"/2010-04-01/Accounts/{ACCOUNT.account_sid}/Messages.json"
+    assert request_line == f"POST http://api.twilio.invalid{path} HTTP/1.1"

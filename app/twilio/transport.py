@@ -19,7 +19,10 @@ from typing import Any
 
 import aiohttp
 import httpx
+from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
+
+Proxy = tuple[URL | None, aiohttp.BasicAuth | None]
 
 # Raised while a connection was being made or taken from the pool: the request cannot have
 # left. (ClientConnectorError covers DNS, refused, TLS handshake and proxy errors.)
@@ -42,6 +45,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._keepalive_seconds = keepalive_seconds
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[tuple[Any, ...], aiohttp.ClientTimeout] = {}
+        self._proxies: dict[tuple[str, str | None, int | None], Proxy] = {}
 
     def _open(self) -> aiohttp.ClientSession:
         """In the running loop, on the first request (aiohttp binds to the loop)."""
@@ -74,13 +78,31 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             self._timeouts[key] = timeout
         return timeout
 
+    def _proxy(self, url: URL) -> Proxy:
+        """The proxy the environment names for the URL's origin (HTTPS_PROXY, NO_PROXY, ...),
+        as httpx honoured it. Looked up once per origin: aiohttp's own `trust_env` looks it up
+        in a thread on every request."""
+        origin = (url.scheme, url.host, url.port)
+        found = self._proxies.get(origin)
+        if found is None:
+            try:
+                found = get_env_proxy_for_url(url)
+            except LookupError:
+                found = (None, None)
+            self._proxies[origin] = found
+        return found
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session = self._session or self._open()
         body = await request.aread()
+        url = _yarl_url(str(request.url))
+        proxy, proxy_auth = self._proxy(url)
         try:
             async with session.request(
                 request.method,
-                _yarl_url(str(request.url)),
+                url,
+                proxy=proxy,
+                proxy_auth=proxy_auth,
                 headers=request.headers.multi_items(),
                 data=body or None,
                 timeout=self._timeout(request),
