@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -529,6 +531,49 @@ async def test_a_worker_running_two_chunks_puts_a_third_back_for_another_worker(
     assert statuses == {"queued"}
 
 
+@dataclass
+class LiveCampaign:
+    """A campaign committed on real connections, not in the test's transaction: chunk jobs
+    run batches on several connections at once. Three creates at most in flight."""
+
+    sessionmaker: async_sessionmaker[AsyncSession]
+    settings: Settings
+    id: uuid.UUID
+
+    def sender(self, cipher: PhoneCipher, twilio: TwilioClient, queue: ArqRedis) -> CampaignSender:
+        outbox = Outbox(self.settings, self.sessionmaker, cipher, twilio)
+        return CampaignSender.build(self.settings, self.sessionmaker, queue, outbox)
+
+    async def claimed(self) -> int:
+        async with self.sessionmaker() as session:
+            statement = select(func.count()).where(
+                Message.campaign_id == self.id, Message.status == "sending"
+            )
+            return int((await session.execute(statement)).scalar_one())
+
+
+@asynccontextmanager
+async def live_campaign(
+    settings: Settings, engine: AsyncEngine, cipher: PhoneCipher, to: list[str], *, chunk_size: int
+) -> AsyncIterator[LiveCampaign]:
+    live = create_sessionmaker(engine)
+    limited = settings.model_copy(
+        update={"campaign_concurrency": 3, "campaign_chunk_size": chunk_size}
+    )
+    principal = Principal("api_key", "live-campaign-test", "t", frozenset({Scope.SMS_BULK}))
+    request = BulkSendRequest.model_validate({"body": OFFER, "recipients": {"numbers": to}})
+    async with transaction(live) as session:
+        launch = await service.create(session, cipher, limited, principal, request)
+    assert launch.campaign.id is not None
+    try:
+        yield LiveCampaign(live, limited, launch.campaign.id)
+    finally:
+        async with live() as cleanup:
+            await cleanup.execute(delete(Message).where(Message.campaign_id == launch.campaign.id))
+            await cleanup.execute(delete(Campaign).where(Campaign.id == launch.campaign.id))
+            await cleanup.commit()
+
+
 async def test_a_chunk_job_sends_at_most_campaign_concurrency_messages_at_once(
     settings: Settings,
     engine: AsyncEngine,
@@ -537,44 +582,28 @@ async def test_a_chunk_job_sends_at_most_campaign_concurrency_messages_at_once(
     queue: ArqRedis,
 ) -> None:
     """On real connections, committed: the bound is the worker's, across its chunk jobs."""
-    live = create_sessionmaker(engine)
-    limited = settings.model_copy(update={"campaign_concurrency": 3, "campaign_chunk_size": 10})
-    principal = Principal("api_key", "concurrency-test", "t", frozenset({Scope.SMS_BULK}))
-    request = BulkSendRequest.model_validate(
-        {"body": OFFER, "recipients": {"numbers": numbers(20, start=300)}}
-    )
-    async with transaction(live) as session:
-        launch = await service.create(session, cipher, limited, principal, request)
-    campaign_id = launch.campaign.id
-    assert campaign_id is not None
     in_flight, most = 0, 0
-    try:
+
+    async def slow_twilio(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.02)
+        in_flight -= 1
+        return created(new_sid())
+
+    to = numbers(20, start=300)
+    async with live_campaign(settings, engine, cipher, to, chunk_size=10) as campaign:
         with respx.mock(base_url=twilio_base(settings)) as twilio_api:
-
-            async def slow_twilio(request: httpx.Request) -> httpx.Response:
-                nonlocal in_flight, most
-                in_flight += 1
-                most = max(most, in_flight)
-                await asyncio.sleep(0.02)
-                in_flight -= 1
-                return created(new_sid())
-
             create = twilio_api.post("/Messages.json").mock(side_effect=slow_twilio)
-            outbox = Outbox(limited, live, cipher, twilio)
-            sender = CampaignSender.build(limited, live, queue, outbox)
-
+            sender = campaign.sender(cipher, twilio, queue)
             reports = await asyncio.gather(
-                sender.send_chunk(campaign_id, 0), sender.send_chunk(campaign_id, 1)
+                sender.send_chunk(campaign.id, 0), sender.send_chunk(campaign.id, 1)
             )
 
-        assert [report.outcomes for report in reports] == [{"accepted": 10}, {"accepted": 10}]
-        assert most == 3
-        assert sorted(sent_to(create)) == numbers(20, start=300)
-    finally:
-        async with live() as cleanup:
-            await cleanup.execute(delete(Message).where(Message.campaign_id == campaign_id))
-            await cleanup.execute(delete(Campaign).where(Campaign.id == campaign_id))
-            await cleanup.commit()
+    assert [report.outcomes for report in reports] == [{"accepted": 10}, {"accepted": 10}]
+    assert most == 3
+    assert sorted(sent_to(create)) == to
 
 
 async def test_a_chunk_claims_its_next_batches_while_the_first_ones_creates_are_at_twilio(
@@ -585,54 +614,33 @@ async def test_a_chunk_claims_its_next_batches_while_the_first_ones_creates_are_
     queue: ArqRedis,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """On real connections: with Twilio holding every answer, the chunk's three batches are all
-    claimed, not just the first; its creates never wait on the next batch's claim."""
+    """With Twilio holding every answer, the chunk's three batches are all claimed, not just
+    the first: its creates never wait on the next batch's claim."""
     monkeypatch.setattr(chunks, "BATCH_SIZE", 5)
-    live = create_sessionmaker(engine)
-    limited = settings.model_copy(update={"campaign_concurrency": 3, "campaign_chunk_size": 15})
-    principal = Principal("api_key", "pipeline-test", "t", frozenset({Scope.SMS_BULK}))
-    request = BulkSendRequest.model_validate(
-        {"body": OFFER, "recipients": {"numbers": numbers(15, start=400)}}
-    )
-    async with transaction(live) as session:
-        launch = await service.create(session, cipher, limited, principal, request)
-    campaign_id = launch.campaign.id
-    assert campaign_id is not None
     answer = asyncio.Event()
-
-    async def claimed() -> int:
-        async with live() as session:
-            statement = select(func.count()).where(
-                Message.campaign_id == campaign_id, Message.status == "sending"
-            )
-            return int((await session.execute(statement)).scalar_one())
 
     async def held_twilio(request: httpx.Request) -> httpx.Response:
         await answer.wait()
         return created(new_sid())
 
-    try:
+    to = numbers(15, start=400)
+    async with live_campaign(settings, engine, cipher, to, chunk_size=15) as campaign:
         with respx.mock(base_url=twilio_base(settings)) as twilio_api:
             create = twilio_api.post("/Messages.json").mock(side_effect=held_twilio)
-            outbox = Outbox(limited, live, cipher, twilio)
-            sender = CampaignSender.build(limited, live, queue, outbox)
-            chunk = asyncio.create_task(sender.send_chunk(campaign_id, 0))
+            chunk = asyncio.create_task(
+                campaign.sender(cipher, twilio, queue).send_chunk(campaign.id, 0)
+            )
             for _ in range(500):  # up to 5 s
-                if await claimed() == 15:
+                if await campaign.claimed() == 15:
                     break
                 await asyncio.sleep(0.01)
-            all_claimed = await claimed()
+            all_claimed = await campaign.claimed()
             answer.set()
             report = await chunk
 
-        assert all_claimed == 15  # one batch at a time, it stayed at 5
-        assert report.outcomes == {"accepted": 15}
-        assert sorted(sent_to(create)) == numbers(15, start=400)
-    finally:
-        async with live() as cleanup:
-            await cleanup.execute(delete(Message).where(Message.campaign_id == campaign_id))
-            await cleanup.execute(delete(Campaign).where(Campaign.id == campaign_id))
-            await cleanup.commit()
+    assert all_claimed == 15  # one batch at a time, it stayed at 5
+    assert report.outcomes == {"accepted": 15}
+    assert sorted(sent_to(create)) == to
 
 
 async def test_a_batch_that_fails_its_state_check_leaves_the_chunk_to_finish_the_others(
@@ -643,49 +651,35 @@ async def test_a_batch_that_fails_its_state_check_leaves_the_chunk_to_finish_the
     queue: ArqRedis,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """On real connections: the first batch's check of the campaign's state fails; the job
-    neither fails while its other batches go on sending, nor sends anything after it ends."""
+    """The first batch's check of the campaign's state fails: the job neither fails while its
+    other batches go on sending, nor sends anything after it ends."""
     monkeypatch.setattr(chunks, "BATCH_SIZE", 5)
-    live = create_sessionmaker(engine)
-    limited = settings.model_copy(update={"campaign_concurrency": 3, "campaign_chunk_size": 15})
-    principal = Principal("api_key", "check-test", "t", frozenset({Scope.SMS_BULK}))
-    request = BulkSendRequest.model_validate(
-        {"body": OFFER, "recipients": {"numbers": numbers(15, start=500)}}
-    )
-    async with transaction(live) as session:
-        launch = await service.create(session, cipher, limited, principal, request)
-    campaign_id = launch.campaign.id
-    assert campaign_id is not None
-    try:
+    async with live_campaign(
+        settings, engine, cipher, numbers(15, start=500), chunk_size=15
+    ) as campaign:
         with respx.mock(base_url=twilio_base(settings)) as twilio_api:
             create = twilio_api.post("/Messages.json").mock(
                 side_effect=lambda _: created(new_sid())
             )
-            outbox = Outbox(limited, live, cipher, twilio)
-            sender = CampaignSender.build(limited, live, queue, outbox)
+            sender = campaign.sender(cipher, twilio, queue)
             sender.states.ttl = 0
             checks = 0
             read_state = sender.states.state
 
-            async def flaky_state(campaign: uuid.UUID) -> str | None:
+            async def flaky_state(campaign_id: uuid.UUID) -> str | None:
                 nonlocal checks
                 checks += 1
                 if checks == 2:  # the first batch's, after the chunk's own
                     raise ConnectionError("the database went away")
-                return await read_state(campaign)
+                return await read_state(campaign_id)
 
             monkeypatch.setattr(sender.states, "state", flaky_state)
-            report = await sender.send_chunk(campaign_id, 0)
+            report = await sender.send_chunk(campaign.id, 0)
             sent_by_then = len(create.calls)
             await asyncio.sleep(0.2)
 
-        assert report.outcomes == {"error": 5, "accepted": 10}
-        assert len(create.calls) == sent_by_then == 10
-    finally:
-        async with live() as cleanup:
-            await cleanup.execute(delete(Message).where(Message.campaign_id == campaign_id))
-            await cleanup.execute(delete(Campaign).where(Campaign.id == campaign_id))
-            await cleanup.commit()
+    assert report.outcomes == {"error": 5, "accepted": 10}
+    assert len(create.calls) == sent_by_then == 10
 
 
 async def test_a_later_send_at_schedules_the_campaign_and_its_chunks_release_it_then(
