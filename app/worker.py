@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from datetime import UTC
 from typing import Any
 
+import uvloop
 from arq import cron, func
 from sqlalchemy import text
 
@@ -70,7 +72,11 @@ async def check_worker(ctx: dict[str, Any]) -> dict[str, str]:
     state: State = ctx["state"]
     async with state["sessionmaker"]() as session:
         await session.execute(text("SELECT 1"))
-    return {"worker": f"{socket.gethostname()}:{os.getpid()}", "database": "ok"}
+    return {
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+        "database": "ok",
+        "event_loop": type(asyncio.get_running_loop()).__module__.partition(".")[0],
+    }
 
 
 def worker_settings(settings: Settings) -> dict[str, Any]:
@@ -137,5 +143,9 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
 def __getattr__(name: str) -> Any:
     # Built on first access, not at import: reading the environment is the caller's moment.
     if name == "WorkerSettings":
-        return worker_settings(Settings())
+        settings = worker_settings(Settings())
+        # arq's CLI reads this before it makes the worker's event loop: uvloop's, as uvicorn
+        # picks for the API (asyncio's own loop runs its selector and socket writes in Python).
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        return settings
     raise AttributeError(name)

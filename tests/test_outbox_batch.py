@@ -6,9 +6,10 @@ PostgreSQL is real."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -208,10 +209,13 @@ async def test_mixed_answers_end_each_message_as_the_single_path_does(
 
 
 async def add_user(
-    sessionmaker: async_sessionmaker[AsyncSession], cipher: PhoneCipher, **switches: bool
+    sessionmaker: async_sessionmaker[AsyncSession],
+    cipher: PhoneCipher,
+    time_zone: str | None = None,
+    **switches: bool,
 ) -> uuid.UUID:
     async with transaction(sessionmaker) as session:
-        user = User(external_id=f"batch-{uuid.uuid4().hex[:8]}")
+        user = User(external_id=f"batch-{uuid.uuid4().hex[:8]}", time_zone=time_zone)
         session.add(user)
         await session.flush()
         session.add(SmsPreferences(user_id=user.id, **switches))
@@ -277,6 +281,67 @@ async def test_stop_preferences_and_expiry_are_checked_at_send_time_as_one_by_on
     assert (await load(sessionmaker, batched["expired"])).error_message == (
         "expired before Twilio accepted it"
     )
+
+
+def zone_at_2am() -> str:
+    """A fixed-offset IANA zone where it is now about 02:00: deep in the default quiet hours
+    (21:00-08:00) without moving the clock the database also reads."""
+    offset = (2 - datetime.now(UTC).hour) % 24
+    if offset > 14:
+        offset -= 24
+    return f"Etc/GMT{-offset:+d}"  # POSIX signs: Etc/GMT-5 is UTC+5
+
+
+async def test_a_marketing_message_claimed_in_its_recipients_night_is_held_as_one_by_one(
+    outbox: Outbox,
+    api: respx.MockRouter,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    cipher: PhoneCipher,
+) -> None:
+    create = api.post("/Messages.json").mock(side_effect=lambda _: created(new_sid()))
+    asleep = await add_user(sessionmaker, cipher, time_zone=zone_at_2am(), marketing=True)
+    batched, single = [
+        await add_message(sessionmaker, cipher, to=number(n), user_id=asleep, category="marketing")
+        for n in (0, 1)
+    ]
+
+    result = await batch(outbox, [batched])
+
+    assert result.attempts[batched].outcome is Outcome.HELD
+    assert (await outbox.send(single)).outcome is Outcome.HELD
+    assert not create.called
+    held = await snapshot(sessionmaker, batched)
+    assert held == await snapshot(sessionmaker, single)
+    assert held["status"] == "scheduled"
+    assert held["events"][-1][-1] == "held for the recipient's quiet hours"
+
+
+async def test_with_quiet_hours_off_no_recipients_zone_is_looked_up(
+    outbox: Outbox,
+    api: respx.MockRouter,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    cipher: PhoneCipher,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """QUIET_HOURS_START = QUIET_HOURS_END: never quiet. A campaign then pays for no zone
+    look-up (a decryption and libphonenumber per message)."""
+
+    def no_look_up(*_: object) -> None:
+        raise AssertionError("a zone was looked up with quiet hours off")
+
+    monkeypatch.setattr("app.outbox.batch.recipient_zones", no_look_up)
+    never_quiet = {"quiet_hours_start": time(0, 0), "quiet_hours_end": time(0, 0)}
+    outbox = dataclasses.replace(outbox, settings=outbox.settings.model_copy(update=never_quiet))
+    create = api.post("/Messages.json").mock(side_effect=lambda _: created(new_sid()))
+    asleep = await add_user(sessionmaker, cipher, time_zone=zone_at_2am(), marketing=True)
+    message_id = await add_message(
+        sessionmaker, cipher, to=number(0), user_id=asleep, category="marketing"
+    )
+
+    result = await batch(outbox, [message_id])
+
+    assert result.attempts[message_id].outcome is Outcome.ACCEPTED
+    assert sent_to(create) == [number(0)]
 
 
 # --- claims ----------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import uvloop
 from arq import create_pool
 from arq.connections import ArqRedis
 from arq.worker import Worker
@@ -32,6 +33,15 @@ from app.worker import check_worker, worker_settings
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # arq's Worker.close still calls redis' deprecated close(); not ours to fix.
 arq_close_warning = pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")
+
+
+@pytest.fixture(autouse=True)
+def loop_policy_kept() -> Iterator[None]:
+    """Reading WorkerSettings installs uvloop's policy for the worker's loop: not for the
+    tests after these."""
+    policy = asyncio.get_event_loop_policy()
+    yield
+    asyncio.set_event_loop_policy(policy)
 
 
 def _flush(redis_url: str) -> None:
@@ -84,7 +94,11 @@ async def test_a_worker_runs_check_worker_and_reaches_the_database(
     finally:
         await pool.aclose()
 
-    assert result == {"database": "ok", "worker": f"{socket.gethostname()}:{os.getpid()}"}
+    assert result == {
+        "database": "ok",
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+        "event_loop": "asyncio",  # the test's loop; `arq` runs uvloop's (below)
+    }
     assert worker.jobs_complete == 1
     assert worker.jobs_failed == 0
     assert info is not None
@@ -135,6 +149,7 @@ def test_worker_settings_are_read_from_the_environment_on_access(
     assert first["redis_settings"].database == 13
     assert check_worker in first["functions"]
     assert first["ctx"]["settings"].database_url == settings.database_url
+    assert isinstance(asyncio.get_event_loop_policy(), uvloop.EventLoopPolicy)
 
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6380/12")
     second = app.worker.WorkerSettings
@@ -208,6 +223,7 @@ def test_worker_check_gets_an_answer_from_a_running_worker(
     answer = json.loads(result.stdout)
     assert answer["database"] == "ok"
     assert answer["worker"] == f"{socket.gethostname()}:{running_worker.pid}"
+    assert answer["event_loop"] == "uvloop"
     assert running_worker.poll() is None
 
 
