@@ -6,10 +6,9 @@ import logging
 from datetime import datetime
 from urllib.parse import urlencode
 
-import aiohttp
-
 from app.twilio.signature import compute_signature
 from app.twilio_sandbox.carrier import Status, dlr_done_date
+from app.twilio_sandbox.poster import Poster, PostFailed
 from app.twilio_sandbox.store import API_VERSION, SandboxMessage
 
 logger = logging.getLogger(__name__)
@@ -43,51 +42,41 @@ _FORM = "application/x-www-form-urlencoded"
 class CallbackSender:
     """Posts signed callbacks. Failures are logged and dropped: the sandbox never retries.
 
-    aiohttp, not httpx: the sandbox stands in for Twilio's servers and must not be the limit of
-    the benchmarks it serves. Posting a callback cost httpx ~2-4 ms of CPU against ~0.3 ms for
-    aiohttp (httpcore checks every pooled connection whenever a request starts or ends), and
-    two callbacks per message made the sandbox's own callbacks its bottleneck. At most
-    `max_in_flight` posts at once, over as many keep-alive connections; the rest wait their turn,
-    as Twilio queues its callbacks: `timeout_seconds` counts from the connection on (connect,
-    then each read), so a backlog in the sandbox itself drops nothing."""
+    At most `max_in_flight` posts at once, over as many keep-alive connections; the rest wait
+    their turn, as Twilio queues its callbacks: `timeout_seconds` counts from the turn on
+    (connect, then the answer), so a backlog in the sandbox itself drops nothing. The client is
+    the sandbox's own (app/twilio_sandbox/poster.py says why)."""
 
     def __init__(self, auth_token: str, timeout_seconds: float, max_in_flight: int = 100) -> None:
         self._auth_token = auth_token
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=timeout_seconds, sock_read=timeout_seconds
-        )
+        self._timeout_seconds = timeout_seconds
         self._max_in_flight = max_in_flight
-        self._session: aiohttp.ClientSession | None = None
+        self._poster: Poster | None = None
 
     def open(self) -> None:
         self._http()
 
-    def _http(self) -> aiohttp.ClientSession:
-        # Mounted in another app the lifespan never runs: the session is then made on first use.
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=self._timeout,
-                headers={"User-Agent": "TwilioProxy/1.1 (sandbox)"},
-                connector=aiohttp.TCPConnector(limit=self._max_in_flight),
+    def _http(self) -> Poster:
+        # Mounted in another app the lifespan never runs: the poster is then made on first use.
+        if self._poster is None:
+            self._poster = Poster(
+                user_agent="TwilioProxy/1.1 (sandbox)",
+                timeout_seconds=self._timeout_seconds,
+                max_in_flight=self._max_in_flight,
             )
-        return self._session
+        return self._poster
 
     async def aclose(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        poster, self._poster = self._poster, None
+        if poster is not None:
+            await poster.aclose()
 
     async def send(self, url: str, params: dict[str, str]) -> None:
         signature = compute_signature(self._auth_token, url, params)
-        # Encoded here, as aiohttp's FormData would encode it: FormData's own machinery was
-        # ~9% of the sandbox's CPU in a campaign.
-        body = urlencode(params).encode()
         headers = {"X-Twilio-Signature": signature, "Content-Type": _FORM}
         try:
-            async with self._http().post(url, data=body, headers=headers) as response:
-                await response.read()
-                status = response.status
-        except (aiohttp.ClientError, TimeoutError) as error:
+            status = await self._http().post(url, headers, urlencode(params).encode())
+        except (PostFailed, OSError, TimeoutError) as error:
             logger.warning(
                 "status callback %s for %s to %s failed: %r",
                 params["MessageStatus"],
