@@ -5,8 +5,9 @@ per dependency per request."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Annotated, cast
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated, TypeVar, cast
 
 from arq.connections import ArqRedis
 from fastapi import Depends, Request
@@ -16,6 +17,19 @@ from app.core.crypto import PhoneCipher
 from app.core.database import transaction
 from app.core.rate_limit import RateLimiter
 from app.core.settings import Settings
+
+T = TypeVar("T")
+
+
+async def provided(request: Request, dependency: Callable[[Request], Awaitable[T]]) -> T:
+    """What `Depends(dependency)` gives, for routes that solve no dependencies
+    (app/core/routes.py): app.dependency_overrides first, as FastAPI would (tests bind
+    sessions to their transaction with them). Such overrides take no parameters."""
+    override = request.app.dependency_overrides.get(dependency)
+    if override is None:
+        return await dependency(request)
+    value = override()
+    return cast(T, await value if inspect.isawaitable(value) else value)
 
 
 async def get_settings(request: Request) -> Settings:

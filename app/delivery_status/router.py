@@ -1,23 +1,19 @@
 from __future__ import annotations
 
-from typing import Annotated, cast
+from typing import cast
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response, status
+from fastapi import APIRouter, Request, Response, status
+from starlette.background import BackgroundTask
 
-from app.core.deps import SessionmakerDep
+from app.core.deps import get_sessionmaker, get_settings, provided
 from app.core.errors import problem_responses
-from app.delivery_status.batching import StatusBatcher, StatusBatchers
+from app.core.routes import PlainRoute
+from app.delivery_status.batching import StatusBatchers
 from app.delivery_status.service import StatusReport
-from app.twilio.requests import TwilioForm, form_body
+from app.twilio.requests import form_body, signed_form
 
-router = APIRouter(prefix="/api", tags=["twilio"])
-
-
-async def get_status_batcher(request: Request, sessionmaker: SessionmakerDep) -> StatusBatcher:
-    return cast(StatusBatchers, request.state.status_batchers).of(sessionmaker)
-
-
-StatusBatcherDep = Annotated[StatusBatcher, Depends(get_status_batcher)]
+# Two callbacks per message: a plain route (app/core/routes.py says why).
+router = APIRouter(prefix="/api", tags=["twilio"], route_class=PlainRoute)
 
 
 @router.post(
@@ -36,19 +32,19 @@ StatusBatcherDep = Annotated[StatusBatcher, Depends(get_status_batcher)]
         },
     ),
 )
-async def status_callback(
-    form: TwilioForm,
-    batcher: StatusBatcherDep,
-    background: BackgroundTasks,
-) -> Response:
+async def status_callback(request: Request) -> Response:
+    form = await signed_form(request, await provided(request, get_settings))
     sid = form.get("MessageSid") or form.get("SmsSid")
     reported = form.get("MessageStatus") or form.get("SmsStatus")
     code = form.get("ErrorCode")
     if isinstance(sid, str) and isinstance(reported, str):
         error_code = int(code) if isinstance(code, str) and code.isdigit() else None
         report = StatusReport(sid, reported, error_code)
+        batchers = cast(StatusBatchers, request.state.status_batchers)
+        batcher = batchers.of(await provided(request, get_sessionmaker))
         if await batcher.apply(report):
             # Maybe earlier than the worker's record of the SID: tried again after the answer
             # (Twilio does not wait, and does not resend).
-            background.add_task(batcher.apply_when_known, report)
+            retry = BackgroundTask(batcher.apply_when_known, report)
+            return Response(status_code=status.HTTP_204_NO_CONTENT, background=retry)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
