@@ -70,10 +70,29 @@ class Message(TimestampMixin, Base):
                 "price_unit",
             ],
         ),
-        Index("ix_messages_user_created", "user_id", "created_at"),
+        # The indexes of nullable columns skip NULLs: every query compares these with a value,
+        # and each status change of a campaign message (none of the four set, until Twilio's
+        # SID) would write an entry in each (migration 0009).
+        Index(
+            "ix_messages_user_created",
+            "user_id",
+            "created_at",
+            postgresql_where=text("user_id IS NOT NULL"),
+        ),
+        Index("ix_messages_reference", "reference", postgresql_where=text("reference IS NOT NULL")),
+        Index(
+            "ix_messages_notification_id",
+            "notification_id",
+            postgresql_where=text("notification_id IS NOT NULL"),
+        ),
+        Index(
+            "uq_messages_twilio_sid",
+            "twilio_sid",
+            unique=True,
+            postgresql_where=text("twilio_sid IS NOT NULL"),
+        ),
         # What a service without sms:read lists (its own), and look-ups by the caller's id.
         Index("ix_messages_requested_by_created", "requested_by", "created_at"),
-        Index("ix_messages_reference", "reference"),
         # A campaign's progress counts (GROUP BY status), the chunks still to send, its
         # cancellation: campaign messages only (migration 0008).
         Index(
@@ -97,7 +116,7 @@ class Message(TimestampMixin, Base):
     category: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16))
     twilio_status: Mapped[str | None] = mapped_column(String(24))
-    twilio_sid: Mapped[str | None] = mapped_column(String(34), unique=True)
+    twilio_sid: Mapped[str | None] = mapped_column(String(34))
     error_code: Mapped[int | None] = mapped_column(Integer)
     error_message: Mapped[str | None] = mapped_column(Text)
     suppression_reason: Mapped[str | None] = mapped_column(String(32))
@@ -126,7 +145,7 @@ class Message(TimestampMixin, Base):
     price_checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # The event this message was rendered from (notify, reminders), if any.
     notification_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("notifications.id", ondelete="SET NULL"), index=True
+        ForeignKey("notifications.id", ondelete="SET NULL")
     )
     # The bulk campaign this message is part of, if any, and the chunk (one arq job) that
     # sends it; None for a campaign's suppressed messages, which are never sent.
