@@ -17,6 +17,7 @@ from app.core.errors import Problem, install_error_handlers
 from app.core.heap import freeze_startup_heap
 from app.core.logging import configure_logging
 from app.core.metrics import MetricsMiddleware
+from app.core.routes import PlainRouteShortcuts
 from app.core.settings import SANDBOX_MOUNT_PATH, Settings
 from app.core.state import State, close_state, open_state
 from app.delivery_status.router import router as delivery_status_router
@@ -72,6 +73,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=lambda route: route.name,
     )
     install_error_handlers(app)
+    # First, so innermost: the body limit and metrics apply to the shortcuts too.
+    app.add_middleware(
+        PlainRouteShortcuts,
+        routes=delivery_status_router.routes,
+        handlers=app.exception_handlers,
+    )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_body_bytes)
     app.add_middleware(MetricsMiddleware)
 

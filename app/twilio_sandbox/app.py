@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.core.routes import PlainRouteShortcuts
 from app.twilio_sandbox import control, router
 from app.twilio_sandbox.config import SandboxConfig
 from app.twilio_sandbox.errors import TwilioApiError, not_found
@@ -43,6 +44,10 @@ def create_sandbox_app(config: SandboxConfig | None = None) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.include_router(router.router)
     app.include_router(control.router)
+    # Every create of a campaign comes here (app/core/routes.py).
+    app.add_middleware(
+        PlainRouteShortcuts, routes=router.router.routes, handlers=app.exception_handlers
+    )
     return app
 
 
