@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import urlencode
 
 import pytest
 import uvloop
 
+from app.twilio_sandbox.callbacks import form_body
 from app.twilio_sandbox.poster import Poster, PostFailed
 from tests.test_twilio_transport import Handler, Server, answer, read_request, serving
 
@@ -211,3 +214,20 @@ def test_posts_work_on_uvloop_as_the_sandbox_serves_under_uvicorn() -> None:
         assert loop.run_until_complete(scenario()) == ([204, 204, 204], 1)
     finally:
         loop.close()
+
+
+def test_a_callbacks_form_is_encoded_as_urlencode_encodes_it() -> None:
+    draw = random.Random(20261122)
+    alphabet = "aZ09+ &=%/:?#é€😀~._-\n"
+    for _ in range(500):
+        params = {
+            "".join(draw.choices(alphabet, k=draw.randrange(1, 8))): "".join(
+                draw.choices(alphabet, k=draw.randrange(0, 12))
+            )
+            for _ in range(draw.randrange(1, 6))
+        }
+        assert form_body(params) == urlencode(params).encode(), params
+    status = {"MessageSid": "SM" + "a" * 32, "To": "+14155550100", "MessageStatus": "sent"}
+    assert (
+        form_body(status) == b"MessageSid=SM" + b"a" * 32 + b"&To=%2B14155550100&MessageStatus=sent"
+    )

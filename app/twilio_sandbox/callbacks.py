@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from urllib.parse import urlencode
+from functools import lru_cache
+from urllib.parse import quote_plus
 
 from app.twilio.signature import compute_signature
 from app.twilio_sandbox.carrier import Status, dlr_done_date
@@ -37,6 +38,18 @@ def status_params(message: SandboxMessage, now: datetime) -> dict[str, str]:
 
 
 _FORM = "application/x-www-form-urlencoded"
+
+
+def form_body(params: dict[str, str]) -> bytes:
+    """`urlencode(params).encode()`, each name and value quoted once per process: a message's
+    two callbacks repeat its SID four times, its numbers and the account's, and quote_plus
+    was ~7% of the sandbox's CPU in a campaign."""
+    return "&".join(f"{_quoted(name)}={_quoted(value)}" for name, value in params.items()).encode()
+
+
+@lru_cache(maxsize=4096)
+def _quoted(text: str) -> str:
+    return quote_plus(text)
 
 
 class CallbackSender:
@@ -75,7 +88,7 @@ class CallbackSender:
         signature = compute_signature(self._auth_token, url, params)
         headers = {"X-Twilio-Signature": signature, "Content-Type": _FORM}
         try:
-            status = await self._http().post(url, headers, urlencode(params).encode())
+            status = await self._http().post(url, headers, form_body(params))
         except (PostFailed, OSError, TimeoutError) as error:
             logger.warning(
                 "status callback %s for %s to %s failed: %r",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.utils import format_datetime
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -11,10 +11,22 @@ from app.twilio_sandbox.carrier import Status
 from app.twilio_sandbox.listing import Page
 from app.twilio_sandbox.store import API_VERSION, InboxEntry, SandboxMessage
 
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
 
 def rfc2822(moment: datetime | None) -> str | None:
-    """`Thu, 24 Aug 2023 05:01:45 +0000`, as Twilio writes dates."""
-    return None if moment is None else format_datetime(moment, usegmt=False)
+    """`Thu, 24 Aug 2023 05:01:45 +0000`, as Twilio writes dates. A UTC moment (every one the
+    sandbox makes) is written here: email.utils' formatter was ~5% of the sandbox's CPU in a
+    campaign, three dates per answer."""
+    if moment is None:
+        return None
+    if moment.utcoffset() != timedelta(0):  # naive, or another zone: the library's way
+        return format_datetime(moment, usegmt=False)
+    return (
+        f"{_DAYS[moment.weekday()]}, {moment.day:02d} {_MONTHS[moment.month - 1]} "
+        f"{moment.year:04d} {moment.hour:02d}:{moment.minute:02d}:{moment.second:02d} +0000"
+    )
 
 
 class MessageResource(BaseModel):
