@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,7 +15,7 @@ from urllib.parse import urlencode
 import pytest
 import uvloop
 
-from app.twilio_sandbox.callbacks import form_body
+from app.twilio_sandbox.callbacks import CallbackSender, form_body
 from app.twilio_sandbox.poster import Poster, PostFailed
 from tests.test_twilio_transport import Handler, Server, answer, read_request, serving
 
@@ -231,3 +232,57 @@ def test_a_callbacks_form_is_encoded_as_urlencode_encodes_it() -> None:
     assert (
         form_body(status) == b"MessageSid=SM" + b"a" * 32 + b"&To=%2B14155550100&MessageStatus=sent"
     )
+
+
+async def test_an_interim_answer_is_not_taken_for_the_answer() -> None:
+    """A 100 Continue comes before the real answer: each post gets its own on a kept
+    connection."""
+    found: list[Server] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for status in (500, 201):
+            found[0].requests.append(await read_request(reader))
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n" + answer(status, b""))
+            await writer.drain()
+        await reader.read()
+
+    async with serving(handler) as server, poster() as client:
+        found.append(server)
+        url = f"http://127.0.0.1:{server.port}/status"
+        statuses = [await client.post(url, FORM, b"n=%d" % n) for n in range(2)]
+
+    assert statuses == [500, 201]
+    assert server.connections == 1
+
+
+async def test_an_answer_cut_short_of_its_length_fails_the_post() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\npartial")
+        await writer.drain()
+
+    async with serving(handler) as server, poster() as client:
+        with pytest.raises(PostFailed):
+            await client.post(f"http://127.0.0.1:{server.port}/status", FORM, b"")
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999/cb", "http://127.0.0.1:port/cb"])
+async def test_a_url_no_request_can_go_to_fails_the_post(url: str) -> None:
+    async with poster() as client:
+        with pytest.raises(PostFailed, match="no request can go to"):
+            await client.post(url, FORM, b"")
+
+
+async def test_a_callback_to_such_a_url_is_logged_and_dropped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sender = CallbackSender("token", timeout_seconds=1.0)
+    caplog.set_level(logging.WARNING, logger="app.twilio_sandbox.callbacks")
+    try:
+        await sender.send(
+            "http://127.0.0.1:99999/cb", {"MessageSid": "SM1", "MessageStatus": "sent"}
+        )
+    finally:
+        await sender.aclose()
+
+    assert "status callback sent for SM1 to http://127.0.0.1:99999/cb failed" in caplog.text

@@ -42,9 +42,17 @@ class Target:
 
 @lru_cache(maxsize=1024)
 def target_of(url: str, user_agent: str) -> Target:
+    """Raises PostFailed for a URL no request can go to (a port out of range, say)."""
+    try:
+        return _target_of(url, user_agent)
+    except ValueError as error:
+        raise PostFailed(f"no request can go to {url!r}: {error}") from None
+
+
+def _target_of(url: str, user_agent: str) -> Target:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not an http(s) URL: {url!r}")
+        raise ValueError("not an http(s) URL")
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
@@ -67,6 +75,7 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._answer: asyncio.Future[int] | None = None
         self._headers_done = False
+        self._framed = False  # a Content-Length or chunks: the answer's end is known
         self.closed = False
         self.reusable = False
 
@@ -84,25 +93,33 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self._headers_done and exc is None:
+        if self._headers_done and not self._framed and exc is None:
             # An answer without a length ends with its connection.
             self._finish(self._parser.get_status_code())
         else:
             self._fail(PostFailed(f"connection closed before the answer: {exc!r}"))
 
     # httptools' side
+    def on_header(self, name: bytes, _: bytes) -> None:
+        if name.lower() in (b"content-length", b"transfer-encoding"):
+            self._framed = True
+
     def on_headers_complete(self) -> None:
         self._headers_done = True
 
     def on_message_complete(self) -> None:
-        self.reusable = self._parser.should_keep_alive()
-        self._finish(self._parser.get_status_code())
+        status = self._parser.get_status_code()
+        if 100 <= status < 200 and status != 101:  # interim (100 Continue): the answer follows
+            self._headers_done = self._framed = False
+            return
+        self.reusable = status != 101 and self._parser.should_keep_alive()
+        self._finish(status)
 
     # ours
     async def post(self, request: bytes) -> int:
         assert self._transport is not None
         self._answer = asyncio.get_running_loop().create_future()
-        self._headers_done = self.reusable = False
+        self._headers_done = self._framed = self.reusable = False
         self._transport.write(request)
         return await self._answer
 
