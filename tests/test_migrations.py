@@ -11,7 +11,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, make_url
+from sqlalchemy import Connection, make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.migrations import alembic_config, upgrade_to_head
@@ -101,3 +101,51 @@ def test_upgrading_twice_changes_nothing(fresh_database: str) -> None:
 
     assert _version(fresh_database) == before
     assert _tables(fresh_database) == {*TABLES, "alembic_version"}
+
+
+def _index_definitions(url: str) -> dict[str, str]:
+    rows = run_sql(url, "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'")
+    return {str(name): str(definition) for name, definition in rows}
+
+
+async def test_partial_indexes_are_partial_in_the_database_too(engine: AsyncEngine) -> None:
+    """compare_metadata does not compare an index's WHERE: this does, for every table."""
+    async with engine.connect() as connection:
+        rows = await connection.execute(text("SELECT indexname, indexdef FROM pg_indexes"))
+        built = {str(name): str(definition) for name, definition in rows}
+    for table in Base.metadata.sorted_tables:
+        for index in table.indexes:
+            assert index.name is not None
+            where = index.dialect_options["postgresql"]["where"]
+            assert ("WHERE" in built[index.name]) == (where is not None), built[index.name]
+    sid_index = built["uq_messages_twilio_sid"]
+    assert sid_index.startswith("CREATE UNIQUE INDEX")
+    assert sid_index.endswith("WHERE (twilio_sid IS NOT NULL)")
+
+
+def test_the_sparse_indexes_migration_runs_again_after_a_failed_build(
+    fresh_database: str,
+) -> None:
+    """A concurrent build that failed leaves an invalid `_new` index and maybe some indexes
+    already swapped: running the migration again finishes the job."""
+    command.upgrade(alembic_config(fresh_database), "0008_campaigns")
+    run_sql(
+        fresh_database,
+        # The swap of the first index done, the second's build interrupted.
+        "DROP INDEX ix_messages_user_created",
+        "CREATE INDEX ix_messages_user_created ON messages (user_id, created_at) "
+        "WHERE user_id IS NOT NULL",
+        "CREATE INDEX ix_messages_reference_new ON messages (reference)",
+    )
+
+    upgrade_to_head(fresh_database)
+
+    built = _index_definitions(fresh_database)
+    assert not [name for name in built if name.endswith("_new")]
+    for name, column in (
+        ("ix_messages_user_created", "user_id"),
+        ("ix_messages_reference", "reference"),
+        ("ix_messages_notification_id", "notification_id"),
+        ("uq_messages_twilio_sid", "twilio_sid"),
+    ):
+        assert built[name].endswith(f"WHERE ({column} IS NOT NULL)"), built[name]

@@ -30,9 +30,11 @@ _INDEXES = (
 
 def upgrade() -> None:
     # CONCURRENTLY: sending goes on while a large messages table is indexed. Each new index is
-    # built beside the old one, which is dropped only then.
+    # built beside the old one, which is dropped only then. Every step may be run again: a
+    # build that failed leaves an invalid `_new` index, dropped first on the next run.
     with op.get_context().autocommit_block():
         for name, columns in _INDEXES:
+            op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}_new")
             op.create_index(
                 f"{name}_new",
                 "messages",
@@ -40,8 +42,9 @@ def upgrade() -> None:
                 postgresql_where=sa.text(f"{columns[0]} IS NOT NULL"),
                 postgresql_concurrently=True,
             )
-            op.drop_index(name, table_name="messages", postgresql_concurrently=True)
+            op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
             op.execute(f"ALTER INDEX {name}_new RENAME TO {name}")
+        op.execute("DROP INDEX CONCURRENTLY IF EXISTS uq_messages_twilio_sid_new")
         op.create_index(
             "uq_messages_twilio_sid_new",
             "messages",
@@ -50,8 +53,12 @@ def upgrade() -> None:
             postgresql_where=sa.text("twilio_sid IS NOT NULL"),
             postgresql_concurrently=True,
         )
-    # A moment's exclusive lock: the partial unique index already guards every SID.
-    op.drop_constraint("uq_messages_twilio_sid", "messages", type_="unique")
+    # The partial unique index already guards every SID. Dropping the constraint takes an
+    # exclusive lock: waiting for it behind a long transaction would queue every send behind
+    # the wait, so it gives up after 5 s (run the migration again).
+    op.execute("SET LOCAL lock_timeout = '5s'")
+    op.execute("ALTER TABLE messages DROP CONSTRAINT IF EXISTS uq_messages_twilio_sid")
+    op.execute("DROP INDEX IF EXISTS uq_messages_twilio_sid")  # an earlier run's, renamed
     op.execute("ALTER INDEX uq_messages_twilio_sid_new RENAME TO uq_messages_twilio_sid")
 
 
