@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import and_, exists, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.campaigns.models import Campaign, CampaignState
@@ -80,6 +80,27 @@ async def copy_messages(
     await driver.copy_records_to_table(
         "message_events", records=events, columns=list(EventRow._fields)
     )
+
+
+# Autovacuum's own analyze threshold (autovacuum_analyze_scale_factor): rows added that are
+# this share of the table's last count change the planner's picture.
+ANALYZE_SHARE = 0.1
+
+
+async def analyze_if_grown(session: AsyncSession, added: int) -> bool:
+    """ANALYZE messages, in this transaction (its own rows count), when `added` rows are a
+    tenth of the table or more: the chunks' claims (`id = ANY(...)`) then use the primary key.
+    Without statistics, as before autovacuum's next look (up to a minute; never where it is
+    off), the planner took the partial index of due messages and read the whole campaign for
+    each batch of 100: ~110 ms a claim at 100,000 rows against ~6 ms (migration-fresh
+    database, ANALYZE ~0.35 s)."""
+    counted = await session.scalar(
+        text("SELECT reltuples FROM pg_class WHERE oid = 'messages'::regclass")
+    )
+    if counted is not None and counted >= 0 and added < ANALYZE_SHARE * counted:
+        return False
+    await session.execute(text("ANALYZE messages"))
+    return True
 
 
 async def get(

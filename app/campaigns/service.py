@@ -508,6 +508,8 @@ async def create(
         campaign.state = CampaignState.COMPLETED
         campaign.finished_at = now
     await session.flush()
+    if sendable:
+        await repository.analyze_if_grown(session, writer.written)
     counts = CampaignCounts(
         queued=tally.queued,
         scheduled=tally.scheduled,
