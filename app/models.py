@@ -3,7 +3,7 @@
 from app.analytics.models import MessageDailyStats
 from app.auth.models import ApiKey
 from app.bookings.models import Booking
-from app.campaigns.models import Campaign
+from app.campaigns.models import Campaign, CampaignCount, campaign_count_deltas
 from app.codes.models import Verification
 from app.core.database import Base
 from app.idempotency.models import IdempotencyKey
@@ -20,6 +20,7 @@ __all__ = [
     "Base",
     "Booking",
     "Campaign",
+    "CampaignCount",
     "ConsentEvent",
     "Erasure",
     "IdempotencyKey",
@@ -32,4 +33,5 @@ __all__ = [
     "TopicSubscription",
     "User",
     "Verification",
+    "campaign_count_deltas",
 ]

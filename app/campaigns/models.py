@@ -5,7 +5,20 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import CheckConstraint, DateTime, Index, Integer, String, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Uuid,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -52,3 +65,30 @@ class Campaign(TimestampMixin, Base):
     estimate: Mapped[dict[str, Any]] = mapped_column(JSONB)
     # Completed, or cancelled with every message not yet at Twilio cancelled.
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class CampaignCount(Base):
+    """A campaign's messages in one status, handed to Twilio or not: the totals the campaign
+    sweep folds the deltas into (migration 0010 says how they are kept)."""
+
+    __tablename__ = "campaign_counts"
+
+    campaign_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
+    )
+    status: Mapped[str] = mapped_column(String(16), primary_key=True)
+    at_twilio: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    messages: Mapped[int] = mapped_column(BigInteger)
+
+
+# What each statement on `messages` changed in a campaign's counts, written by the table's
+# triggers (migration 0010), insert-only until the sweep folds them into campaign_counts. No
+# key: nothing ever looks up one row, and no foreign key, as the triggers never fail a write.
+campaign_count_deltas = Table(
+    "campaign_count_deltas",
+    Base.metadata,
+    Column("campaign_id", Uuid(), nullable=False, index=True),
+    Column("status", String(16), nullable=False),
+    Column("at_twilio", Boolean, nullable=False),
+    Column("messages", BigInteger, nullable=False),
+)

@@ -1,5 +1,5 @@
 """Campaigns' SQL: the campaign row, its messages written with COPY, what a chunk sends, the
-progress counts (ix_messages_campaign), and cancelling in batches."""
+progress counts (kept by triggers on messages: migration 0010), and cancelling in batches."""
 
 from __future__ import annotations
 
@@ -8,16 +8,19 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import and_, exists, func, or_, select, text, update
+from sqlalchemy import and_, delete, exists, func, or_, select, text, union_all, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.campaigns.models import Campaign, CampaignState
+from app.campaigns.models import Campaign, CampaignCount, CampaignState, campaign_count_deltas
 from app.messages.metrics import count_entered
 from app.messages.models import Message
 from app.messages.repository import add_events, cancel_where
 from app.messages.status import Status
 
 CANCELLED_DETAIL = "campaign cancelled"
+# fold_counts' advisory lock (any constant of ours: one fold at a time).
+_FOLD_LOCK = 0x5A5F_C0DE
 
 
 class MessageRow(NamedTuple):
@@ -54,10 +57,6 @@ class EventRow(NamedTuple):
 # Never claimed yet: a chunk job's to send. Retries and what a dead worker left are single
 # messages again (the outbox's sweep takes them, app/outbox/repository.py).
 _FRESH = Message.attempts == 0
-_AT_TWILIO_OR_FINAL = or_(
-    Message.status.not_in([Status.QUEUED, Status.SCHEDULED, Status.SENDING]),
-    Message.twilio_sid.is_not(None),
-)
 
 
 async def add(session: AsyncSession, campaign: Campaign) -> Campaign:
@@ -129,7 +128,7 @@ async def complete_if_done(session: AsyncSession, campaign_id: uuid.UUID) -> boo
         .where(
             Campaign.id == campaign_id,
             Campaign.state == CampaignState.ACTIVE,
-            ~exists().where(_pending(campaign_id)),
+            _pending_count(campaign_id) == 0,
         )
         .values(state=CampaignState.COMPLETED, finished_at=func.now())
         .returning(Campaign.id)
@@ -137,23 +136,88 @@ async def complete_if_done(session: AsyncSession, campaign_id: uuid.UUID) -> boo
     return (await session.execute(statement)).first() is not None
 
 
-def _pending(campaign_id: uuid.UUID) -> Any:
-    return and_(Message.campaign_id == campaign_id, ~_AT_TWILIO_OR_FINAL)
-
-
-async def has_pending(session: AsyncSession, campaign_id: uuid.UUID) -> bool:
-    statement = select(exists().where(_pending(campaign_id)))
-    return bool((await session.execute(statement)).scalar_one())
+def _counted(campaign_id: uuid.UUID) -> Any:
+    """The campaign's counts as (status, at_twilio, messages) rows: its totals and the deltas
+    not folded into them yet, read in one statement (one snapshot: a fold is wholly before or
+    after it)."""
+    totals = select(CampaignCount.status, CampaignCount.at_twilio, CampaignCount.messages).where(
+        CampaignCount.campaign_id == campaign_id
+    )
+    deltas = select(
+        campaign_count_deltas.c.status,
+        campaign_count_deltas.c.at_twilio,
+        campaign_count_deltas.c.messages,
+    ).where(campaign_count_deltas.c.campaign_id == campaign_id)
+    return union_all(totals, deltas).subquery("counted")
 
 
 async def counts(session: AsyncSession, campaign_id: uuid.UUID) -> dict[tuple[str, bool], int]:
-    """(status, handed to Twilio) → messages, in one GROUP BY over ix_messages_campaign."""
+    """(status, handed to Twilio) → messages, from the counts the triggers keep (migration
+    0010): a few rows whatever the campaign's size."""
+    counted = _counted(campaign_id)
     statement = (
-        select(Message.status, Message.twilio_sid.is_not(None), func.count())
-        .where(Message.campaign_id == campaign_id)
-        .group_by(Message.status, Message.twilio_sid.is_not(None))
+        select(counted.c.status, counted.c.at_twilio, func.sum(counted.c.messages))
+        .group_by(counted.c.status, counted.c.at_twilio)
+        .having(func.sum(counted.c.messages) != 0)
     )
-    return {(row[0], bool(row[1])): row[2] for row in (await session.execute(statement)).all()}
+    return {(row[0], row[1]): int(row[2]) for row in (await session.execute(statement)).all()}
+
+
+def _pending_count(campaign_id: uuid.UUID) -> Any:
+    """How many of the campaign's messages are still to hand to Twilio: queued, scheduled, or
+    sending without a SID (claimed, their create under way)."""
+    counted = _counted(campaign_id)
+    pending = or_(
+        counted.c.status.in_([Status.QUEUED, Status.SCHEDULED]),
+        and_(counted.c.status == Status.SENDING, counted.c.at_twilio.is_(False)),
+    )
+    return select(func.coalesce(func.sum(counted.c.messages), 0)).where(pending).scalar_subquery()
+
+
+async def has_pending(session: AsyncSession, campaign_id: uuid.UUID) -> bool:
+    return bool(await session.scalar(select(_pending_count(campaign_id) > 0)))
+
+
+async def fold_counts(session: AsyncSession) -> int:
+    """Moves every campaign's deltas into its totals, in one statement; returns the deltas
+    folded. One fold at a time (a transaction-scoped advisory lock; another caller skips):
+    two at once would wait on each other's rows."""
+    if not await session.scalar(select(func.pg_try_advisory_xact_lock(_FOLD_LOCK))):
+        return 0
+    moved = (
+        delete(campaign_count_deltas)
+        .returning(
+            campaign_count_deltas.c.campaign_id,
+            campaign_count_deltas.c.status,
+            campaign_count_deltas.c.at_twilio,
+            campaign_count_deltas.c.messages,
+        )
+        .cte("moved")
+    )
+    summed = (
+        select(
+            moved.c.campaign_id,
+            moved.c.status,
+            moved.c.at_twilio,
+            func.sum(moved.c.messages).label("messages"),
+            func.count().label("deltas"),
+        )
+        .group_by(moved.c.campaign_id, moved.c.status, moved.c.at_twilio)
+        .cte("summed")
+    )
+    upsert = pg_insert(CampaignCount).from_select(
+        ["campaign_id", "status", "at_twilio", "messages"],
+        select(summed.c.campaign_id, summed.c.status, summed.c.at_twilio, summed.c.messages)
+        # A campaign deleted meanwhile has nothing left to count.
+        .where(exists().where(Campaign.id == summed.c.campaign_id)),
+    )
+    upserted = upsert.on_conflict_do_update(
+        index_elements=["campaign_id", "status", "at_twilio"],
+        set_={"messages": CampaignCount.messages + upsert.excluded.messages},
+    ).cte("upserted")
+    # A data-modifying WITH runs whether or not the query reads it.
+    statement = select(func.coalesce(func.sum(summed.c.deltas), 0)).add_cte(upserted)
+    return int(await session.scalar(statement) or 0)
 
 
 async def unfinished(session: AsyncSession) -> list[tuple[uuid.UUID, str]]:
