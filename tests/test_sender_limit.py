@@ -756,6 +756,32 @@ async def test_a_429_from_twilio_backs_the_sender_off_for_every_worker(
     assert (retried.lease_until, retried.error_code) == (None, 20429)  # a retry, later
 
 
+async def test_a_create_twilio_answers_late_holds_back_the_second_after_it(
+    limited: MakeOutbox,
+    make_limit: MakeLimit,
+    api: respx.MockRouter,
+    vt: VirtualTime,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    cipher: PhoneCipher,
+) -> None:
+    outbox, limit = limited(10)
+    other_worker = make_limit(10)
+
+    async def slow_twilio(request: httpx.Request) -> httpx.Response:
+        await vt.sleep(0.2)  # Twilio took it somewhere in these 200 ms
+        return created(new_sid())
+
+    api.post("/Messages.json").mock(side_effect=slow_twilio)
+    message_id = await add_message(sessionmaker, cipher)
+    slot = vt.redis_clock()  # an idle sender: its slot is now
+
+    assert (await outbox.send(message_id)).outcome is Outcome.ACCEPTED
+    slots = [(await other_worker.reserve(SENDER, 1, horizon_us=FAR)).at_us for _ in range(10)]
+
+    assert max(slots) >= slot + 200_000 + SECOND_US
+    assert not [at for at in slots if slot + limit.window_us <= at < slot + 1_200_000]
+
+
 async def test_a_send_the_limit_cannot_serve_is_retried_and_not_sent(
     outbox: Outbox,
     api: respx.MockRouter,
