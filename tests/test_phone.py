@@ -14,6 +14,7 @@ from app.core.phone import (
     InvalidPhoneNumber,
     NumberType,
     check_phone_number,
+    display_formats,
     mask_phone,
     mask_phones_in,
     normalize_sms_number,
@@ -75,8 +76,7 @@ def test_the_default_region_is_used_for_national_numbers_without_a_country() -> 
 def test_the_formats_and_time_zones_of_a_valid_number_are_reported() -> None:
     check = check_phone_number("+1 (415) 555-2671", None, "US")
 
-    assert check.national_format == "(415) 555-2671"
-    assert check.international_format == "+1 415-555-2671"
+    assert display_formats("+14155552671") == ("(415) 555-2671", "+1 415-555-2671")
     assert check.country_code == 1
     assert check.time_zones == ("America/Los_Angeles",)
 
@@ -285,8 +285,48 @@ def test_checking_an_e164_result_again_gives_the_same_number(raw: str) -> None:
     assert again.number_type is first.number_type
     assert again.region == first.region
     assert again.sms_capable == first.sms_capable
-    assert first.international_format is not None
-    assert check_phone_number(first.international_format, None, "FR").e164 == first.e164
+    _, international = display_formats(first.e164)
+    assert check_phone_number(international, None, "FR").e164 == first.e164
+
+
+_PUBLIC_TYPES = {
+    PhoneNumberType.MOBILE: NumberType.MOBILE,
+    PhoneNumberType.FIXED_LINE: NumberType.FIXED_LINE,
+    PhoneNumberType.FIXED_LINE_OR_MOBILE: NumberType.FIXED_LINE_OR_MOBILE,
+    PhoneNumberType.TOLL_FREE: NumberType.TOLL_FREE,
+    PhoneNumberType.PREMIUM_RATE: NumberType.PREMIUM_RATE,
+    PhoneNumberType.SHARED_COST: NumberType.SHARED_COST,
+    PhoneNumberType.VOIP: NumberType.VOIP,
+    PhoneNumberType.PERSONAL_NUMBER: NumberType.PERSONAL_NUMBER,
+    PhoneNumberType.PAGER: NumberType.PAGER,
+    PhoneNumberType.UAN: NumberType.UAN,
+    PhoneNumberType.VOICEMAIL: NumberType.VOICEMAIL,
+}
+
+
+@settings(deadline=None, max_examples=400, suppress_health_check=[HealthCheck.filter_too_much])
+@given(_PLUS_DIGITS)
+def test_validity_region_type_and_zones_are_libphonenumbers_public_answers(raw: str) -> None:
+    """check_phone_number finds the region once (phone.py's _region_and_type) where the public
+    functions each find it again: its answers must be theirs."""
+    try:
+        number = phonenumbers.parse(raw, None)
+    except phonenumbers.NumberParseException:
+        reject()
+    assume(not number.extension)
+    e164 = phonenumbers.format_number(number, PhoneNumberFormat.E164)
+    assume(not re.fullmatch(r"\+447700900\d{3}", e164))  # our drama-range exception
+
+    check = check_phone_number(raw, None, "US")
+
+    assert check.valid == phonenumbers.is_valid_number(number)
+    if check.valid:
+        zones = phonenumbers.timezone.time_zones_for_number(number)
+        assert check.region == phonenumbers.region_code_for_number(number)
+        assert check.number_type == _PUBLIC_TYPES.get(
+            phonenumbers.number_type(number), NumberType.UNKNOWN
+        )
+        assert check.time_zones == tuple(zone for zone in zones if zone != "Etc/Unknown")
 
 
 @PROPERTY_SETTINGS

@@ -5,7 +5,7 @@ from fastapi import APIRouter
 from app.auth.dependencies import CurrentPrincipal
 from app.core.deps import SettingsDep
 from app.core.errors import problem_responses
-from app.core.phone import check_phone_number
+from app.core.phone import check_phone_number, display_formats
 from app.phone_validation.schemas import PhoneValidation, PhoneValidationRequest
 
 router = APIRouter(
@@ -24,13 +24,16 @@ async def validate_phone(
     body: PhoneValidationRequest, _: CurrentPrincipal, settings: SettingsDep
 ) -> PhoneValidation:
     check = check_phone_number(body.phone_number, body.country, settings.default_phone_region)
+    national = international = None
+    if check.valid and check.e164 is not None:
+        national, international = display_formats(check.e164)
     return PhoneValidation(
         valid=check.valid,
         reason_code=check.reason_code,
         reason=check.reason,
         e164=check.e164 if check.valid else None,
-        national_format=check.national_format,
-        international_format=check.international_format,
+        national_format=national,
+        international_format=international,
         region=check.region,
         country_code=check.country_code,
         number_type=check.number_type,
