@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
 from app.core.phone import (
+    NUMBER_TYPES,
     InvalidPhoneNumber,
     NumberType,
     check_phone_number,
@@ -289,21 +290,6 @@ def test_checking_an_e164_result_again_gives_the_same_number(raw: str) -> None:
     assert check_phone_number(international, None, "FR").e164 == first.e164
 
 
-_PUBLIC_TYPES = {
-    PhoneNumberType.MOBILE: NumberType.MOBILE,
-    PhoneNumberType.FIXED_LINE: NumberType.FIXED_LINE,
-    PhoneNumberType.FIXED_LINE_OR_MOBILE: NumberType.FIXED_LINE_OR_MOBILE,
-    PhoneNumberType.TOLL_FREE: NumberType.TOLL_FREE,
-    PhoneNumberType.PREMIUM_RATE: NumberType.PREMIUM_RATE,
-    PhoneNumberType.SHARED_COST: NumberType.SHARED_COST,
-    PhoneNumberType.VOIP: NumberType.VOIP,
-    PhoneNumberType.PERSONAL_NUMBER: NumberType.PERSONAL_NUMBER,
-    PhoneNumberType.PAGER: NumberType.PAGER,
-    PhoneNumberType.UAN: NumberType.UAN,
-    PhoneNumberType.VOICEMAIL: NumberType.VOICEMAIL,
-}
-
-
 @settings(deadline=None, max_examples=400, suppress_health_check=[HealthCheck.filter_too_much])
 @given(_PLUS_DIGITS)
 def test_validity_region_type_and_zones_are_libphonenumbers_public_answers(raw: str) -> None:
@@ -323,7 +309,7 @@ def test_validity_region_type_and_zones_are_libphonenumbers_public_answers(raw: 
     if check.valid:
         zones = phonenumbers.timezone.time_zones_for_number(number)
         assert check.region == phonenumbers.region_code_for_number(number)
-        assert check.number_type == _PUBLIC_TYPES.get(
+        assert check.number_type == NUMBER_TYPES.get(
             phonenumbers.number_type(number), NumberType.UNKNOWN
         )
         assert check.time_zones == tuple(zone for zone in zones if zone != "Etc/Unknown")

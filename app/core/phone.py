@@ -39,7 +39,8 @@ class NumberType(StrEnum):
     UNKNOWN = "unknown"
 
 
-_TYPES = {
+# libphonenumber's types as ours.
+NUMBER_TYPES = {
     PhoneNumberType.MOBILE: NumberType.MOBILE,
     PhoneNumberType.FIXED_LINE: NumberType.FIXED_LINE,
     PhoneNumberType.FIXED_LINE_OR_MOBILE: NumberType.FIXED_LINE_OR_MOBILE,
@@ -160,7 +161,7 @@ def check_phone_number(raw: str, country: str | None, default_region: str) -> Ph
         e164=e164,
         region=region_code,
         country_code=country_code,
-        number_type=_TYPES.get(kind, NumberType.UNKNOWN),
+        number_type=NUMBER_TYPES.get(kind, NumberType.UNKNOWN),
         time_zones=tuple(zone for zone in zones if zone != "Etc/Unknown"),
     )
 
