@@ -164,6 +164,18 @@ async def test_the_campaign_sweep_folds_the_counts(
     assert await repository.counts(session, campaign_id) == {("delivered", False): 5}
 
 
+async def test_a_truncate_of_the_messages_takes_every_count_with_it(session: AsyncSession) -> None:
+    campaign_id = await new_campaign(session)
+    await add_messages(session, campaign_id, 10)
+    await repository.fold_counts(session)
+    await add_messages(session, campaign_id, 5)
+
+    await session.execute(text("TRUNCATE messages CASCADE"))
+
+    assert await repository.counts(session, campaign_id) == {}
+    assert not await repository.has_pending(session, campaign_id)
+
+
 @pytest.fixture
 async def committed_campaign(engine: AsyncEngine) -> AsyncIterator[uuid.UUID]:
     """A campaign with 40 messages, committed (two transactions must see it), removed after."""

@@ -223,8 +223,6 @@ class CampaignSender:
         the counts' deltas are folded into their totals, so that reading them stays cheap."""
         report: Counter[str] = Counter()
         async with transaction(self.sessionmaker) as session:
-            report["count_deltas_folded"] = await repository.fold_counts(session)
-        async with transaction(self.sessionmaker) as session:
             unfinished = await repository.unfinished(session)
         for campaign_id, state in unfinished:
             if state == CampaignState.CANCELLED:
@@ -232,4 +230,7 @@ class CampaignSender:
                 continue
             report["chunks_enqueued"] += await self.top_up(campaign_id)
             report["completed"] += await self.complete_if_done(campaign_id)
+        # Last: should it fail (a campaign deleted under it), the rest is done all the same.
+        async with transaction(self.sessionmaker) as session:
+            report["count_deltas_folded"] = await repository.fold_counts(session)
         return dict(report)

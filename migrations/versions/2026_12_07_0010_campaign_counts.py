@@ -83,8 +83,9 @@ def upgrade() -> None:
             $$
             """  # noqa: S608 (our constants only)
         )
-    # The messages table is locked against writes from the first trigger to the commit: the
-    # counts taken below are exactly those the triggers go on from.
+    # After any write to messages under way has ended, and before the next: every write from
+    # then on counts. (Only these short statements hold the lock; a migration waiting for it
+    # longer than 5 s gives up, rather than queue every send behind it: run it again.)
     op.execute("SET LOCAL lock_timeout = '5s'")
     for event, tables in _TRANSITION_TABLES.items():
         name = f"campaign_counts_{event.lower()}"
@@ -92,15 +93,38 @@ def upgrade() -> None:
             f"CREATE TRIGGER {name} AFTER {event} ON messages REFERENCING {tables} "
             f"FOR EACH STATEMENT EXECUTE FUNCTION {name}()"
         )
+    # TRUNCATE has no rows to show: everything counted goes with them.
     op.execute(
-        "INSERT INTO campaign_counts (campaign_id, status, at_twilio, messages) "
-        "SELECT campaign_id, status, twilio_sid IS NOT NULL, count(*) FROM messages "
-        "WHERE campaign_id IS NOT NULL GROUP BY campaign_id, status, twilio_sid IS NOT NULL"
+        """
+        CREATE FUNCTION campaign_counts_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          DELETE FROM campaign_count_deltas;
+          DELETE FROM campaign_counts;
+          RETURN NULL;
+        END
+        $$
+        """
     )
+    op.execute(
+        "CREATE TRIGGER campaign_counts_truncate AFTER TRUNCATE ON messages "
+        "FOR EACH STATEMENT EXECUTE FUNCTION campaign_counts_truncate()"
+    )
+    op.execute("RESET lock_timeout")
+    # The counts so far, after the triggers' commit and without holding writes back: one
+    # statement, so one snapshot for both tables. The messages as they are in it, and out go
+    # exactly the deltas of the writes it already shows; those committed after it stay, as
+    # the changes they are.
+    with op.get_context().autocommit_block():
+        op.execute(
+            "WITH shown AS (DELETE FROM campaign_count_deltas) "
+            "INSERT INTO campaign_counts (campaign_id, status, at_twilio, messages) "
+            "SELECT campaign_id, status, twilio_sid IS NOT NULL, count(*) FROM messages "
+            "WHERE campaign_id IS NOT NULL GROUP BY campaign_id, status, twilio_sid IS NOT NULL"
+        )
 
 
 def downgrade() -> None:
-    for event in _CHANGES:
+    for event in [*_CHANGES, "TRUNCATE"]:
         name = f"campaign_counts_{event.lower()}"
         op.execute(f"DROP TRIGGER IF EXISTS {name} ON messages")
         op.execute(f"DROP FUNCTION IF EXISTS {name}()")
