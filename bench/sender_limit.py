@@ -46,11 +46,9 @@ BUSY_RETRY_SECONDS = 2.0
 class _CountingLimit(SenderLimit):
     calls = 0
 
-    async def reserve(
-        self, sender: str, count: int, *, horizon_us: int, least: int | None = None
-    ) -> Reservation:
+    async def reserve(self, sender: str, count: int, *, horizon_us: int) -> Reservation:
         self.calls += 1
-        return await super().reserve(sender, count, horizon_us=horizon_us, least=least)
+        return await super().reserve(sender, count, horizon_us=horizon_us)
 
 
 async def _redis_offset(client: redis.asyncio.Redis) -> float:

@@ -13,7 +13,6 @@ import contextlib
 import dataclasses
 import heapq
 import itertools
-import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -94,13 +93,11 @@ class CountingLimit(SenderLimit):
     calls = 0
     vt: VirtualTime | None = None
 
-    async def reserve(
-        self, sender: str, count: int, *, horizon_us: int, least: int | None = None
-    ) -> Reservation:
+    async def reserve(self, sender: str, count: int, *, horizon_us: int) -> Reservation:
         self.calls += 1
-        return await super().reserve(sender, count, horizon_us=horizon_us, least=least)
+        return await super().reserve(sender, count, horizon_us=horizon_us)
 
-    async def _call(self, sender: str, operation: str, *args: int) -> tuple[int, int, int, int]:
+    async def _call(self, sender: str, operation: str, *args: int) -> tuple[int, int, int]:
         if self.vt is None:
             return await super()._call(sender, operation, *args)
         self.vt.in_flight += 1
@@ -310,10 +307,8 @@ async def test_sends_woken_late_by_a_busy_event_loop_give_up_their_slots(
 class SlowAnswerLimit(CountingLimit):
     """Redis answers 35 ms after the script ran (more than the 30 ms guard)."""
 
-    async def reserve(
-        self, sender: str, count: int, *, horizon_us: int, least: int | None = None
-    ) -> Reservation:
-        reservation = await super().reserve(sender, count, horizon_us=horizon_us, least=least)
+    async def reserve(self, sender: str, count: int, *, horizon_us: int) -> Reservation:
+        reservation = await super().reserve(sender, count, horizon_us=horizon_us)
         assert self.vt is not None
         await self.vt.sleep(0.035)
         return reservation
@@ -394,138 +389,6 @@ async def test_a_message_bigger_than_a_batch_still_goes_and_the_next_waits_for_i
 
     assert us(small) - us(big) == 25 * 10_000
     assert us(smaller) - us(small) == 10_000
-
-
-# --- late answers: what reached Twilio late holds the second after it back ------------------
-
-
-async def test_a_late_answer_moves_the_slots_of_the_second_after_it_for_every_worker(
-    make_limit: MakeLimit, vt: VirtualTime
-) -> None:
-    late_worker, other = make_limit(10), make_limit(10)
-    grant = await late_worker.acquire(SENDER, 1)
-    vt.now += 0.25  # its create answered 250 ms after its slot
-    await late_worker.answered(SENDER, grant)
-
-    slots = [(await other.reserve(SENDER, 1, horizon_us=FAR)).at_us for _ in range(12)]
-
-    start, interval = us(grant), other.interval_us
-    # The schedule restarts at `now` (the idle time is not saved up) and runs on up to the
-    # slot R after the late one; that slot and those after it wait until a second after the
-    # answer: no second holds the late create and R others.
-    skip_from, skip_to = start + 10 * interval, start + 250_000 + SECOND_US
-    now = vt.redis_clock()
-    assert slots[:8] == [now + n * interval for n in range(8)]  # the last at 0.971 s
-    assert slots[7] < skip_from <= now + 8 * interval
-    assert slots[8:] == [skip_to + n * interval for n in range(4)]
-
-
-async def test_an_answer_within_the_guard_moves_nothing_and_costs_no_redis_call(
-    make_limit: MakeLimit, vt: VirtualTime
-) -> None:
-    limit = make_limit(10)
-    grants = [await limit.acquire(SENDER, 1) for _ in range(3)]
-    vt.now += 0.02
-    calls = limit.calls
-    for grant in grants[-1:]:
-        await limit.answered(SENDER, grant)
-
-    after = await limit.reserve(SENDER, 1, horizon_us=FAR)
-
-    assert limit.calls == calls + 1  # the reservation alone
-    assert after.at_us == us(grants[-1]) + limit.interval_us
-
-
-async def test_a_batch_reaching_a_late_interval_is_cut_before_it_or_moved_past_it(
-    make_limit: MakeLimit, vt: VirtualTime
-) -> None:
-    limit = make_limit(10, jitter_guard_seconds=0)
-    grant = await limit.acquire(SENDER, 1)
-    vt.now += 0.35
-    await limit.answered(SENDER, grant)  # no slot in [start + 1 s, start + 1.35 s)
-    start = us(grant)
-
-    # The schedule restarts at 0.35 s (the idle time is not saved up): 7 slots before 1 s.
-    cut = await limit.reserve(SENDER, 8, horizon_us=FAR, least=1)
-    moved = await limit.reserve(SENDER, 2, horizon_us=FAR)  # at least both
-    alone = await limit.reserve(SENDER, 1, horizon_us=FAR)
-
-    assert (cut.at_us, cut.count) == (start + 350_000, 7)  # 0.35 .. 0.95 s
-    assert (moved.at_us, moved.count) == (start + 1_350_000, 2)  # its 2 after the interval
-    assert (alone.at_us, alone.count) == (start + 1_550_000, 1)
-
-
-async def test_queued_sends_take_the_slots_before_a_late_interval_then_those_after_it(
-    make_limit: MakeLimit, vt: VirtualTime
-) -> None:
-    limit = make_limit(100, jitter_guard_seconds=0)
-    first = await limit.acquire(SENDER, 1)
-    vt.now += 0.2
-    await limit.answered(SENDER, first)  # no slot in [start + 1 s, start + 1.2 s)
-
-    grants = await asyncio.gather(*(limit.acquire(SENDER, 1) for _ in range(100)))
-
-    slots = sorted(us(grant) for grant in grants)
-    start = us(first)
-    assert len(set(slots)) == 100
-    assert not [slot for slot in slots if start + SECOND_US <= slot < start + 1_200_000]
-    assert slots[80:] == [start + 1_200_000 + n * 10_000 for n in range(20)]
-
-
-class StallingTwilio:
-    """Twilio as a worker's creates reach it: a few ms after they leave, but now and then (an
-    event loop busy on either side) nothing gets through for 40 to 150 ms, and what was sent
-    meanwhile arrives together when it ends. It stamps each create as it takes it."""
-
-    def __init__(self, seed: int, start: float, seconds: float) -> None:
-        chance = random.Random(seed)
-        self.stalls: list[tuple[float, float]] = []
-        at = start
-        while at < start + seconds:
-            at += chance.uniform(0.5, 2.5)
-            self.stalls.append((at, at + chance.uniform(0.04, 0.15)))
-        self.arrivals: list[int] = []
-
-    def delay(self, now: float) -> float:
-        for begins, ends in self.stalls:
-            if begins <= now < ends:
-                return ends - now + 0.001
-        return 0.002
-
-
-@pytest.mark.parametrize("rate", [10, 100])
-async def test_creates_reaching_twilio_late_never_put_more_than_r_in_a_second(
-    make_limit: MakeLimit, vt: VirtualTime, rate: int
-) -> None:
-    """What Twilio sees, not when the sends left: two busy workers whose creates now and then
-    stall on the way and reach Twilio together. Without `answered` the same stalls put more
-    than R in a second."""
-    seconds = 30 if rate == 10 else 8
-
-    async def run(sender: str, report: bool) -> tuple[int, float]:
-        workers = [make_limit(rate), make_limit(rate)]
-        twilio = StallingTwilio(seed=rate, start=vt.now, seconds=seconds)
-        end = vt.now + seconds
-
-        async def sends(worker: CountingLimit) -> None:
-            while vt.now < end:
-                grant = await worker.acquire(sender, 1)
-                await vt.sleep(twilio.delay(vt.now))
-                if vt.now < end:
-                    twilio.arrivals.append(vt.redis_clock())
-                if report:
-                    await worker.answered(sender, grant)
-
-        await asyncio.gather(*(sends(worker) for worker in workers for _ in range(20)))
-        return busiest_window(twilio.arrivals), len(twilio.arrivals) / (rate * seconds)
-
-    busiest, achieved = await run(SENDER, report=True)
-    unreported, _ = await run("+15005550008", report=False)
-
-    assert busiest <= rate
-    assert unreported > rate
-    # A stall costs the slots of its late interval: its length beyond the guard.
-    assert achieved >= 0.9
 
 
 # --- one-time codes: the same schedule, not the back of the queue ----------------------------
@@ -754,32 +617,6 @@ async def test_a_429_from_twilio_backs_the_sender_off_for_every_worker(
     assert after_400.at_us - after_400.now_us < limit.interval_us * 2
     retried = await load(sessionmaker, throttled)
     assert (retried.lease_until, retried.error_code) == (None, 20429)  # a retry, later
-
-
-async def test_a_create_twilio_answers_late_holds_back_the_second_after_it(
-    limited: MakeOutbox,
-    make_limit: MakeLimit,
-    api: respx.MockRouter,
-    vt: VirtualTime,
-    sessionmaker: async_sessionmaker[AsyncSession],
-    cipher: PhoneCipher,
-) -> None:
-    outbox, limit = limited(10)
-    other_worker = make_limit(10)
-
-    async def slow_twilio(request: httpx.Request) -> httpx.Response:
-        await vt.sleep(0.2)  # Twilio took it somewhere in these 200 ms
-        return created(new_sid())
-
-    api.post("/Messages.json").mock(side_effect=slow_twilio)
-    message_id = await add_message(sessionmaker, cipher)
-    slot = vt.redis_clock()  # an idle sender: its slot is now
-
-    assert (await outbox.send(message_id)).outcome is Outcome.ACCEPTED
-    slots = [(await other_worker.reserve(SENDER, 1, horizon_us=FAR)).at_us for _ in range(10)]
-
-    assert max(slots) >= slot + 200_000 + SECOND_US
-    assert not [at for at in slots if slot + limit.window_us <= at < slot + 1_200_000]
 
 
 async def test_a_send_the_limit_cannot_serve_is_retried_and_not_sent(

@@ -35,9 +35,8 @@ SEND_LATENESS = Histogram(
 )
 SENDER_LIMIT_LATE = Counter(
     "sms_sender_limit_late_total",
-    "Sends too late for their sender's slot (a busy event loop): missed (woken late, the slot "
-    "given up and another reserved), went (late anyway, after the last attempt) or answered "
-    "(Twilio's answer came late: the slots of the second after it were moved)",
+    "Sends woken too late for their sender's slot (a busy event loop): missed (the slot was "
+    "given up and another reserved) or went (late anyway, after the last attempt)",
     ["outcome"],
 )
 SENDER_LIMIT_WAIT = Histogram(

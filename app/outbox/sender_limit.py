@@ -20,15 +20,6 @@ take a slot another already holds, and each reservation joins the end of the one
   busy for 100 ms had put 108 segments in one second at R = 100 (bench.bulk). After
   MAX_ATTEMPTS such misses in a row, or once it has waited `max_wait_seconds`, the send goes
   anyway, counted: a process that cannot keep time at all must still send.
-- What the guard cannot see: a send let go on time can still reach Twilio late (its event loop
-  or Twilio's side busy a moment after the check). After a 100,000 campaign, the sandbox saw
-  creates up to 100 ms after their slots and 101-105 segments in a second at R = 100. So when a
-  create's answer comes more than `guard` after its slot (`answered`), Twilio may have taken it
-  as late as that, and the slots R after it would share its second: every worker's schedule then
-  skips from the slot R after it to one second after the answer (a "late interval", kept in
-  Redis for a minute). Only late answers cost a Redis call, and only the few slots of the
-  interval are lost; a reservation that reaches one is cut short before it (the rest is asked
-  for again), or moved past it when even its first message does not fit.
 - Batches: a worker reserves for up to ~`lead_seconds` of the rate in one call (at least the
   segments of the message at the head of its queue) and hands those slots out, in order, to its
   own waiting sends; each waits until its own slot. Only as many slots as the process has sends
@@ -78,16 +69,12 @@ logger = logging.getLogger(__name__)
 THROTTLED_CODES = frozenset({20429, 14107})
 
 # All times are integer microseconds on Redis' clock (epoch), exact in Lua's doubles.
-# KEYS: the sender's schedule (its TAT), its backoff (a hash: n, until), its late intervals (a
-#   sorted set: member "t:f", score t; a slot that falls in [t, f) is moved to f).
-# ARGV[1]: 'take', 'backoff' or 'late'; ARGV[2]: now, or '' for Redis' clock (tests pass theirs).
-# take (ARGV: count, interval, horizon, least): the next slots clear of the late intervals if
-#   the first of them is at most `horizon` away: {1, now, first slot, n}, n <= count the slots
-#   granted (fewer when a late interval begins within the batch, but never fewer than `least`:
-#   rather the whole batch after it); else {0, now, when to ask again, 0}.
-# backoff (ARGV: base, cap, decay): pause the schedule: {1, now, until, 0}; a pause still in
-#   force is left as it is: {0, now, until, 0}.
-# late (ARGV: t, f): no slot in [t, f) from now on: {1, now, f, 0}.
+# KEYS: the sender's schedule (its TAT), its backoff (a hash: n, until).
+# ARGV[1]: 'take' or 'backoff'; ARGV[2]: now, or '' for Redis' clock (tests pass their own).
+# take (ARGV: count, interval, horizon): the next `count` slots if the first of them is at most
+#   `horizon` away: {1, now, first slot}; else {0, now, when to ask again}.
+# backoff (ARGV: base, cap, decay): pause the schedule: {1, now, until}; a pause still in force
+#   is left as it is: {0, now, until}.
 _SCRIPT = """
 local now
 if ARGV[2] ~= '' then
@@ -103,39 +90,13 @@ end
 local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now)
 if ARGV[1] == 'take' then
   local count, interval, horizon = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-  local least = tonumber(ARGV[6])
-  local late = redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES')
-  local n, moved = count, true
-  while moved do
-    moved, n = false, count
-    for i = 1, #late, 2 do
-      local t = tonumber(late[i + 1])
-      local f = tonumber(string.match(late[i], ':(%d+)$'))
-      if f > tat and t < tat + n * interval then
-        local fit = math.ceil((t - tat) / interval)
-        if fit >= least then
-          n = fit
-        else
-          tat, moved = f, true
-          break
-        end
-      end
-    end
-  end
-  if tat - now > horizon then return {0, now, tat - horizon, 0} end
-  schedule(tat + n * interval)
-  return {1, now, tat, n}
-end
-if ARGV[1] == 'late' then
-  local t, f = tonumber(ARGV[3]), tonumber(ARGV[4])
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - 60000000)
-  redis.call('ZADD', KEYS[3], t, string.format('%.0f:%.0f', t, f))
-  redis.call('PEXPIRE', KEYS[3], math.ceil((f - now) / 1000) + 60000)
-  return {1, now, f, 0}
+  if tat - now > horizon then return {0, now, tat - horizon} end
+  schedule(tat + count * interval)
+  return {1, now, tat}
 end
 local base, cap, decay = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local pause_until = tonumber(redis.call('HGET', KEYS[2], 'until') or '0')
-if now < pause_until then return {0, now, pause_until, 0} end
+if now < pause_until then return {0, now, pause_until} end
 local n = tonumber(redis.call('HGET', KEYS[2], 'n') or '0')
 if now >= pause_until + decay then n = 0 end  -- quiet for a while: forgotten
 n = n + 1
@@ -144,7 +105,7 @@ pause_until = now + pause
 redis.call('HSET', KEYS[2], 'n', n, 'until', string.format('%.0f', pause_until))
 redis.call('PEXPIRE', KEYS[2], math.ceil((pause + decay) / 1000))
 schedule(math.max(tat, pause_until))
-return {1, now, pause_until, 0}
+return {1, now, pause_until}
 """
 
 _MICROS = 1_000_000
@@ -169,32 +130,26 @@ class SenderBusy(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
-    """One call of the script: the first of the slots reserved and how many (contiguous), or
-    (refused) when to ask again."""
+    """One call of the script: the first of the slots reserved, or (refused) when to ask again."""
 
     granted: bool
     now_us: int  # Redis' clock when the script ran
     at_us: int
-    count: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class Grant:
     at: float  # the slot's time on Redis' clock (epoch seconds)
     waited: float  # seconds `acquire` took
-    # The slot's time on this process' clock, at the earliest (`answered` measures from it).
-    due: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
 class _Slot:
-    """A reserved slot: `at_us` on Redis' clock; on this process' clock, `go_at` counted from
-    the script's answer (it ran before that: never early) and `due` from the moment it was
-    asked for (it ran after that: never late)."""
+    """A reserved slot: `at_us` on Redis' clock; `go_at` on this process' clock, counted from
+    the script's answer (it ran before that: never early)."""
 
     go_at: float
     at_us: int
-    due: float
 
 
 @dataclass(eq=False, slots=True)
@@ -235,8 +190,6 @@ class SenderLimit:
         self.segments_per_second = segments_per_second
         self.interval_us = math.ceil(_MICROS * (1 + jitter_guard_seconds) / segments_per_second)
         self.guard_seconds = jitter_guard_seconds
-        # R slots: a second and the guard. A late answer moves the slots from this far on.
-        self.window_us = round(segments_per_second * self.interval_us)
         self.lead_us = round(lead_seconds * _MICROS)
         # Slots reserved at most in one call: ~`lead_seconds` of the rate.
         self.batch_max = max(1, round(self.lead_us / self.interval_us))
@@ -286,65 +239,42 @@ class SenderLimit:
             SENDER_LIMIT_LATE.labels("missed").inc()
         waited = self._clock() - started
         SENDER_LIMIT_WAIT.labels("priority" if priority else "normal").observe(waited)
-        return Grant(slot.at_us / _MICROS, waited, slot.due)
-
-    async def answered(self, sender: str, grant: Grant) -> None:
-        """The create `grant` let go has its answer. Twilio took it at some moment before that:
-        when the answer came more than the guard after the slot, maybe that late, and then the
-        slot R later would share a second with it. So no slot in the second after that moment
-        goes before it has passed: the sender's schedule skips from the slot R after this one
-        to then, for every worker (one Redis call, for late answers only)."""
-        late = self._clock() - grant.due
-        if late <= self.guard_seconds:
-            return
-        SENDER_LIMIT_LATE.labels("answered").inc()
-        slot_us = round(grant.at * _MICROS)
-        skip_from = slot_us + self.window_us
-        skip_to = slot_us + round(late * _MICROS) + _MICROS
-        try:
-            await self._call(sender, "late", skip_from, skip_to)
-        except (RedisError, OSError) as error:
-            logger.warning("could not tell the sender limit of a late answer: %r", error)
+        return Grant(slot.at_us / _MICROS, waited)
 
     async def backoff(self, sender: str) -> float:
         """Twilio said slow down: every worker's next slot for this sender moves back. Returns
         the seconds until the sender's schedule resumes (0 if Redis could not be reached)."""
         try:
-            _, now_us, until_us, _ = await self._call(sender, "backoff", *self._backoff_args)
+            _, now_us, until_us = await self._call(sender, "backoff", *self._backoff_args)
         except (RedisError, OSError) as error:
             logger.warning("could not back the sender off: %r", error)
             return 0.0
         return max(0, until_us - now_us) / _MICROS
 
-    async def reserve(
-        self, sender: str, count: int, *, horizon_us: int, least: int | None = None
-    ) -> Reservation:
-        """One Redis call: the next `count` slots of the sender's shared schedule clear of late
-        intervals, unless the first of them is more than `horizon_us` away. Fewer when a late
-        interval begins among them, but at least `least` (default: all)."""
-        granted, now_us, at_us, slots = await self._call(
-            sender, "take", count, self.interval_us, horizon_us, count if least is None else least
+    async def reserve(self, sender: str, count: int, *, horizon_us: int) -> Reservation:
+        """One Redis call: the next `count` slots of the sender's shared schedule, unless the
+        first of them is more than `horizon_us` away."""
+        granted, now_us, at_us = await self._call(
+            sender, "take", count, self.interval_us, horizon_us
         )
-        return Reservation(bool(granted), now_us, at_us, slots)
+        return Reservation(bool(granted), now_us, at_us)
 
-    async def _call(self, sender: str, operation: str, *args: int) -> tuple[int, int, int, int]:
+    async def _call(self, sender: str, operation: str, *args: int) -> tuple[int, int, int]:
         now = "" if self._redis_clock is None else str(self._redis_clock())
-        # One hash slot for the keys (Redis Cluster): the sender in braces.
+        # One hash slot for both keys (Redis Cluster): the sender in braces.
         base = f"{self._prefix}{{{sender}}}"
         result = await self._script(
-            keys=[f"{base}:schedule", f"{base}:backoff", f"{base}:late"],
-            args=[operation, now, *args],
+            keys=[f"{base}:schedule", f"{base}:backoff"], args=[operation, now, *args]
         )
-        return int(result[0]), int(result[1]), int(result[2]), int(result[3])
+        return int(result[0]), int(result[1]), int(result[2])
 
     async def _reserve_now(self, sender: str, segments: int) -> _Slot:
-        asked = self._clock()
         reservation = await self.reserve(sender, segments, horizon_us=self.max_wait_us)
         answered = self._clock()
         if not reservation.granted:
             raise SenderBusy((reservation.at_us - reservation.now_us) / _MICROS)
         ahead = (reservation.at_us - reservation.now_us) / _MICROS
-        return _Slot(answered + ahead, reservation.at_us, asked + ahead)
+        return _Slot(answered + ahead, reservation.at_us)
 
     async def _queue(self, sender: str, segments: int) -> _Slot:
         lane = self._lanes.setdefault(sender, _Lane())
@@ -371,11 +301,8 @@ class SenderLimit:
             while lane.waiters:
                 batch = self._head(lane)
                 count = sum(waiter.segments for waiter in batch)
-                asked = self._clock()
                 try:
-                    reservation = await self.reserve(
-                        sender, count, horizon_us=self.max_wait_us, least=batch[0].segments
-                    )
+                    reservation = await self.reserve(sender, count, horizon_us=self.max_wait_us)
                 except (RedisError, OSError) as error:
                     self._fail_all(lane, error)
                     return
@@ -384,22 +311,17 @@ class SenderLimit:
                 if not reservation.granted:  # a long backoff: ask when it nears its end
                     await self._sleep((reservation.at_us - now_us) / _MICROS)
                     continue
-                slot_us, end_us = reservation.at_us, reservation.at_us
-                end_us += reservation.count * self.interval_us
+                slot_us = reservation.at_us
                 for waiter in batch:
-                    # Fewer slots than asked (a late interval after them): the rest wait for
-                    # the next call. The head's always fit.
-                    if slot_us + waiter.segments * self.interval_us > end_us:
-                        break
                     if waiter in lane.waiters:  # else it gave up meanwhile: its slots are lost
                         lane.waiters.remove(waiter)
                         ahead = (slot_us - now_us) / _MICROS
-                        waiter.slot.set_result(_Slot(answered + ahead, slot_us, asked + ahead))
+                        waiter.slot.set_result(_Slot(answered + ahead, slot_us))
                     slot_us += waiter.segments * self.interval_us
                 # One batch ahead at a time: the next is asked for when this one nears its end,
                 # so that the workers' requests, and so their batches, take turns.
-                if lane.waiters and end_us - now_us > self.lead_us:
-                    await self._sleep((end_us - now_us - self.lead_us) / _MICROS)
+                if lane.waiters and slot_us - now_us > self.lead_us:
+                    await self._sleep((slot_us - now_us - self.lead_us) / _MICROS)
         finally:
             lane.dispatcher = None
 

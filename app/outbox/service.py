@@ -219,16 +219,11 @@ class Outbox:
         account = self.twilio.account
         sender = account.messaging_service_sid or account.from_number or ""
         try:
-            if self.sender_limit is None:
-                return await self.twilio.create_message(request)
-            # The sender's MPS, shared by every worker.
-            grant = await self.sender_limit.acquire(
-                sender, message.segments, priority=message.category == Category.ONE_TIME_CODE
-            )
-            try:
-                return await self.twilio.create_message(request)
-            finally:  # an answer too late for its slot holds the slots after it back
-                await self.sender_limit.answered(sender, grant)
+            if self.sender_limit is not None:  # the sender's MPS, shared by every worker
+                await self.sender_limit.acquire(
+                    sender, message.segments, priority=message.category == Category.ONE_TIME_CODE
+                )
+            return await self.twilio.create_message(request)
         except SenderBusy as busy:  # not sent: simply later
             return await self._retry(message, TwilioRetryableError(str(busy)), reconcile=False)
         except TwilioRetryableError as error:
