@@ -93,8 +93,8 @@ class Message(TimestampMixin, Base):
         ),
         # What a service without sms:read lists (its own), and look-ups by the caller's id.
         Index("ix_messages_requested_by_created", "requested_by", "created_at"),
-        # A campaign's progress counts (GROUP BY status), the chunks still to send, its
-        # cancellation: campaign messages only (migration 0008).
+        # A campaign's chunks still to send and its cancellation: campaign messages only
+        # (migration 0008). Its progress counts are kept apart (migration 0010).
         Index(
             "ix_messages_campaign",
             "campaign_id",

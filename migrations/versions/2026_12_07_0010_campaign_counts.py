@@ -22,20 +22,22 @@ down_revision: str | None = "0009_sparse_indexes"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# Each event's rows, as (campaign, status, handed to Twilio, +1 or -1). Updates that change
-# none of the three net to nothing and write nothing.
-_CHANGES = {
-    "INSERT": "SELECT campaign_id, status, twilio_sid IS NOT NULL, 1 FROM new_rows",
-    "DELETE": "SELECT campaign_id, status, twilio_sid IS NOT NULL, -1 FROM old_rows",
-    "UPDATE": (
-        "SELECT campaign_id, status, twilio_sid IS NOT NULL, -1 FROM old_rows "
-        "UNION ALL SELECT campaign_id, status, twilio_sid IS NOT NULL, 1 FROM new_rows"
+# Each event's transition tables, and its rows as (campaign, status, handed to Twilio, +1 or
+# -1). Updates that change none of the three net to nothing and write nothing.
+_EVENTS = {
+    "INSERT": (
+        "NEW TABLE AS new_rows",
+        "SELECT campaign_id, status, twilio_sid IS NOT NULL, 1 FROM new_rows",
     ),
-}
-_TRANSITION_TABLES = {
-    "INSERT": "NEW TABLE AS new_rows",
-    "DELETE": "OLD TABLE AS old_rows",
-    "UPDATE": "OLD TABLE AS old_rows NEW TABLE AS new_rows",
+    "DELETE": (
+        "OLD TABLE AS old_rows",
+        "SELECT campaign_id, status, twilio_sid IS NOT NULL, -1 FROM old_rows",
+    ),
+    "UPDATE": (
+        "OLD TABLE AS old_rows NEW TABLE AS new_rows",
+        "SELECT campaign_id, status, twilio_sid IS NOT NULL, -1 FROM old_rows "
+        "UNION ALL SELECT campaign_id, status, twilio_sid IS NOT NULL, 1 FROM new_rows",
+    ),
 }
 
 
@@ -66,7 +68,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_campaign_count_deltas_campaign_id", "campaign_count_deltas", ["campaign_id"]
     )
-    for event, changes in _CHANGES.items():
+    for event, (_, changes) in _EVENTS.items():
         name = f"campaign_counts_{event.lower()}"
         op.execute(
             f"""
@@ -87,7 +89,7 @@ def upgrade() -> None:
     # then on counts. (Only these short statements hold the lock; a migration waiting for it
     # longer than 5 s gives up, rather than queue every send behind it: run it again.)
     op.execute("SET LOCAL lock_timeout = '5s'")
-    for event, tables in _TRANSITION_TABLES.items():
+    for event, (tables, _) in _EVENTS.items():
         name = f"campaign_counts_{event.lower()}"
         op.execute(
             f"CREATE TRIGGER {name} AFTER {event} ON messages REFERENCING {tables} "
@@ -124,7 +126,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for event in [*_CHANGES, "TRUNCATE"]:
+    for event in [*_EVENTS, "TRUNCATE"]:
         name = f"campaign_counts_{event.lower()}"
         op.execute(f"DROP TRIGGER IF EXISTS {name} ON messages")
         op.execute(f"DROP FUNCTION IF EXISTS {name}()")
