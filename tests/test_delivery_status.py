@@ -435,6 +435,7 @@ async def test_callbacks_arriving_together_are_applied_together_each_as_alone(
         return await delivery_service.apply_reports(session, reports)
 
     monkeypatch.setattr(batching, "apply_reports", counted)
+    monkeypatch.setattr(batching, "LATE_SID_PAUSES", (0.01,))
     batcher = StatusBatcher(sessionmaker)
     reports = [
         *(StatusReport(sid, "sent", None) for _, sid in sending),
@@ -446,8 +447,9 @@ async def test_callbacks_arriving_together_are_applied_together_each_as_alone(
     ]
 
     unknown = await asyncio.gather(*(batcher.apply(report) for report in reports))
+    await batcher.aclose()  # the unknown SID's report is tried again, alone, and given up
 
-    assert batches == [len(reports)]  # all waiting at once: one transaction
+    assert batches == [len(reports), 1]  # all waiting at once: one transaction
     assert unknown == [False] * (len(reports) - 1) + [True]
     for index, (message_id, _) in enumerate(sending):
         expected = "delivered" if index < 10 else "sent"
@@ -461,6 +463,56 @@ async def test_callbacks_arriving_together_are_applied_together_each_as_alone(
         "unreachable handset",
     )
     assert await events(sessionmaker, failing_id) == [("undelivered", "callback")]
+
+
+async def test_a_report_after_one_that_beat_the_worker_waits_with_it_and_both_are_applied(
+    engine: AsyncEngine, cipher: PhoneCipher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sent` beats the worker's record of the SID; `delivered` comes after the record.
+    Applied at once, `delivered` would make the waiting `sent` stale, and the history would
+    lose it. Committed for real: the retries run beside the test's own queries."""
+    monkeypatch.setattr(batching, "LATE_SID_PAUSES", (0.05, 0.05))
+    live = create_sessionmaker(engine)
+    in_flight = datetime.now(UTC) + timedelta(minutes=1)
+    message_id = await add_message(
+        live, cipher, status="sending", attempts=1, lease_until=in_flight
+    )
+    sid = new_sid()
+    batcher = StatusBatcher(live)
+    try:
+        assert await batcher.apply(StatusReport(sid, "sent", None))  # no message has it yet
+        await set_columns(live, message_id, twilio_sid=sid, lease_until=None)
+        assert await batcher.apply(StatusReport(sid, "delivered", None))  # waits behind it
+        await batcher.aclose()
+
+        assert (await load(live, message_id)).status == "delivered"
+        assert await events(live, message_id) == [("sent", "callback"), ("delivered", "callback")]
+        # Its SID known, a report of it is applied at once again.
+        assert not await batcher.apply(StatusReport(sid, "delivered", None))
+    finally:
+        async with engine.begin() as connection:
+            await connection.execute(delete(Message).where(Message.id == message_id))
+
+
+async def test_reports_of_a_sid_never_recorded_are_given_up_and_its_next_one_goes_at_once(
+    engine: AsyncEngine, cipher: PhoneCipher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(batching, "LATE_SID_PAUSES", (0.01, 0.01))
+    live = create_sessionmaker(engine)
+    message_id = await add_message(live, cipher, status="sending", attempts=1)
+    sid = new_sid()
+    batcher = StatusBatcher(live)
+    try:
+        assert await batcher.apply(StatusReport(sid, "sent", None))
+        assert await batcher.apply(StatusReport(sid, "delivered", None))
+        await batcher.aclose()  # both tried after each pause, then given up
+        await set_columns(live, message_id, twilio_sid=sid)
+
+        assert not await batcher.apply(StatusReport(sid, "delivered", None))
+        assert await events(live, message_id) == [("delivered", "callback")]
+    finally:
+        async with engine.begin() as connection:
+            await connection.execute(delete(Message).where(Message.id == message_id))
 
 
 async def test_when_a_batch_cannot_be_written_every_callback_in_it_gets_the_error(

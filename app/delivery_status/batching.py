@@ -30,32 +30,74 @@ LATE_SID_PAUSES = (0.5, 1.0, 2.0, 4.0)
 @dataclass(eq=False)
 class StatusBatcher:
     sessionmaker: async_sessionmaker[AsyncSession]
-    _waiting: list[tuple[StatusReport, asyncio.Future[bool]]] = field(
+    # Each entry: a report, its waiter, and whether, found early, it is to wait for its SID
+    # (not so when it is tried again: it waits already).
+    _waiting: list[tuple[StatusReport, asyncio.Future[bool], bool]] = field(
         default_factory=list, init=False
     )
     _applier: asyncio.Task[None] | None = field(default=None, init=False)
+    # Reports whose SID no message had yet, by SID, in the order they came. A later report of
+    # such a SID waits with them, and all are applied together, in order: applied at once on
+    # its own, a `delivered` would make the `sent` before it stale, and its event would be lost.
+    _early: dict[str, list[StatusReport]] = field(default_factory=dict, init=False)
+    _retries: set[asyncio.Task[None]] = field(default_factory=set, init=False)
 
     async def apply(self, report: StatusReport) -> bool:
-        """Waits for the report's commit. True when no message has its SID (yet). Raises what
-        the transaction raised."""
+        """Waits for the report's commit. True when no message has its SID yet: it is tried
+        again in the background, with any later report of its SID. Raises what the transaction
+        raised."""
+        early = self._early.get(report.sid)
+        if early is not None:
+            early.append(report)
+            return True
+        return await self._submit(report, wait_if_early=True)
+
+    async def aclose(self) -> None:
+        """Lets the reports already waiting be applied, those waiting for their SID included
+        (LATE_SID_PAUSES at most)."""
+        await asyncio.gather(*self._retries)
+        if self._applier is not None:
+            await asyncio.shield(self._applier)
+
+    async def _submit(self, report: StatusReport, *, wait_if_early: bool) -> bool:
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._waiting.append((report, done))
+        self._waiting.append((report, done, wait_if_early))
         if self._applier is None:
             self._applier = asyncio.create_task(self._apply_waiting())
         return await done
 
-    async def apply_when_known(self, report: StatusReport) -> None:
-        """A report whose SID no message had yet, applied once the worker has recorded it."""
+    def _wait_for_sid(self, report: StatusReport) -> None:
+        """Called as its transaction ends, before its caller resumes: no report of its SID
+        can pass it meanwhile."""
+        early = self._early.get(report.sid)
+        if early is not None:
+            early.append(report)
+            return
+        self._early[report.sid] = [report]
+        retry = asyncio.create_task(self._apply_when_known(report.sid))
+        self._retries.add(retry)
+        retry.add_done_callback(self._retries.discard)
+
+    async def _apply_when_known(self, sid: str) -> None:
+        early = self._early[sid]
         for pause in LATE_SID_PAUSES:
             await asyncio.sleep(pause)
-            if not await self.apply(report):
-                return
-        logger.info("status callback for unknown message %s ignored", report.sid)
-
-    async def aclose(self) -> None:
-        """Lets the reports already waiting be applied."""
-        if self._applier is not None:
-            await asyncio.shield(self._applier)
+            try:
+                while early:  # more may come while the last ones are applied
+                    taken = list(early)
+                    unknown = await asyncio.gather(
+                        *(self._submit(report, wait_if_early=False) for report in taken)
+                    )
+                    if any(unknown):
+                        break
+                    del early[: len(taken)]
+                else:
+                    del self._early[sid]
+                    return
+            except Exception:  # tried again after the next pause, as if still unknown
+                logger.exception("applying the status callbacks of %s", sid)
+        del self._early[sid]
+        logger.info("%d status callbacks for unknown message %s ignored", len(early), sid)
 
     async def _apply_waiting(self) -> None:
         try:
@@ -69,15 +111,18 @@ class StatusBatcher:
                 del self._waiting[:MAX_BATCH]
                 try:
                     async with transaction(self.sessionmaker) as session:
-                        unknown = await apply_reports(session, [report for report, _ in batch])
+                        unknown = await apply_reports(session, [report for report, _, _ in batch])
                 except Exception as error:  # every waiter answers with it, as it would alone
-                    for _, done in batch:
+                    for _, done, _ in batch:
                         if not done.done():
                             done.set_exception(error)
                     continue
-                for report, done in batch:
-                    if not done.done():
-                        done.set_result(report.sid in unknown)
+                for report, done, wait_if_early in batch:
+                    if done.done():
+                        continue
+                    if report.sid in unknown and wait_if_early:
+                        self._wait_for_sid(report)
+                    done.set_result(report.sid in unknown)
         finally:
             self._applier = None
 

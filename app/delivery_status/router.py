@@ -3,7 +3,6 @@ from __future__ import annotations
 from typing import cast
 
 from fastapi import APIRouter, Request, Response, status
-from starlette.background import BackgroundTask
 
 from app.core.deps import get_sessionmaker, get_settings, provided
 from app.core.errors import problem_responses
@@ -42,9 +41,7 @@ async def status_callback(request: Request) -> Response:
         report = StatusReport(sid, reported, error_code)
         batchers = cast(StatusBatchers, request.state.status_batchers)
         batcher = batchers.of(await provided(request, get_sessionmaker))
-        if await batcher.apply(report):
-            # Maybe earlier than the worker's record of the SID: tried again after the answer
-            # (Twilio does not wait, and does not resend).
-            retry = BackgroundTask(batcher.apply_when_known, report)
-            return Response(status_code=status.HTTP_204_NO_CONTENT, background=retry)
+        # Maybe earlier than the worker's record of the SID: then tried again in the
+        # background (Twilio does not wait, and does not resend).
+        await batcher.apply(report)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
