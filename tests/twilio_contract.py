@@ -1,7 +1,11 @@
-"""Twilio's OpenAPI description (../shared/twilio), loaded once, to hold requests and answers to."""
+"""Twilio's OpenAPI description, loaded once, to hold requests and answers to.
+
+A copy of ../shared/twilio/twilio_api_v2010.json (tests/contracts/PROVENANCE.txt), kept in the
+repository so that a clone anywhere runs the contract tests; its digest holds it to that file."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from functools import cache
 from pathlib import Path
@@ -11,14 +15,18 @@ import httpx
 from openapi_core import OpenAPI
 from openapi_core.testing import MockRequest
 
-SPEC_FILE = Path(__file__).resolve().parents[2] / "shared" / "twilio" / "twilio_api_v2010.json"
+SPEC_FILE = Path(__file__).resolve().parent / "contracts" / "twilio_api_v2010.json"
+SPEC_SHA256 = "99cae87a6bb1725f71363364cbd30282a13140374b2d5f9bdd5bdfa5d4c8a6d7"  # PROVENANCE.txt
 MESSAGES = "/2010-04-01/Accounts/{AccountSid}/Messages.json"
 MESSAGE = "/2010-04-01/Accounts/{AccountSid}/Messages/{Sid}.json"
 
 
 @cache
 def twilio_spec() -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads(SPEC_FILE.read_text())
+    raw = SPEC_FILE.read_bytes()
+    if hashlib.sha256(raw).hexdigest() != SPEC_SHA256:
+        raise AssertionError(f"{SPEC_FILE} is not the description PROVENANCE.txt names")
+    loaded: dict[str, Any] = json.loads(raw)
     return loaded
 
 
